@@ -1,0 +1,131 @@
+"""Crop geometry: the one place where image coordinates meet network-input coordinates.
+
+Convention used everywhere in lightmark: a point is (x, y) in 0-based pixel-centre coordinates,
+so the centre of the top-left pixel is (0, 0) and its outer corner is (-0.5, -0.5). OpenCV's
+``warpAffine`` uses the same convention, so a 2x3 matrix moves pixels and points identically.
+
+Training, evaluation and prediction all build their crop with :func:`crop_matrix`; geometric
+augmentation only perturbs its arguments (centre, side, angle, flip), so labels can never drift
+from the pixels.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+NUM_POINTS = 68
+
+#: Side of the square crop, as a multiple of the larger side of the landmark box.
+LANDMARK_CROP_SCALE = 1.25
+
+# Left/right mirror of the 68-point iBUG layout (0-based): FLIP_PERMUTATION[i] is the index of the
+# point that lands on point i after a horizontal flip.
+_PAIRS = (
+    [(i, 16 - i) for i in range(8)]  # jaw
+    + [(17 + i, 26 - i) for i in range(5)]  # brows
+    + [(31, 35), (32, 34)]  # nostrils
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    + [(48, 54), (49, 53), (50, 52), (60, 64), (61, 63), (67, 65), (59, 55), (58, 56)]  # mouth
+)
+FLIP_PERMUTATION = np.arange(NUM_POINTS)
+for _a, _b in _PAIRS:
+    FLIP_PERMUTATION[_a], FLIP_PERMUTATION[_b] = _b, _a
+del _a, _b
+
+
+def as_box(box: Sequence[float]) -> np.ndarray:
+    """Validate a face box (x1, y1, x2, y2) and return it as float64."""
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.shape != (4,) or not np.all(np.isfinite(b)):
+        raise ValueError(f"a box is four finite numbers x1, y1, x2, y2; got {box!r}")
+    if b[2] <= b[0] or b[3] <= b[1]:
+        raise ValueError(f"box {tuple(b)} is empty: need x2 > x1 and y2 > y1")
+    return b
+
+
+def landmark_box(points: np.ndarray) -> np.ndarray:
+    """Tight box (x1, y1, x2, y2) around a set of points."""
+    p = np.asarray(points, dtype=np.float64)
+    return np.concatenate([p.min(axis=0), p.max(axis=0)])
+
+
+def square_from_box(box: Sequence[float], scale: float = 1.0,
+                    shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, float]:
+    """Centre and side of a square crop around ``box``.
+
+    ``side = scale * max(w, h)``; ``shift`` moves the centre by fractions of (w, h). Detector boxes
+    and landmark boxes differ by such a shift and scale (see ``runtime.detector``).
+    """
+    b = as_box(box)
+    w, h = b[2] - b[0], b[3] - b[1]
+    centre = np.array([(b[0] + b[2]) / 2 + shift[0] * w, (b[1] + b[3]) / 2 + shift[1] * h])
+    return centre, float(scale * max(w, h))
+
+
+def crop_matrix(centre: Sequence[float], side: float, out_size: int, angle_deg: float = 0.0,
+                flip: bool = False) -> np.ndarray:
+    """2x3 similarity matrix from image to crop coordinates.
+
+    The square of side ``side`` centred on ``centre`` (rotated by ``angle_deg``, counter-clockwise
+    as seen on screen) fills the ``out_size`` x ``out_size`` crop edge to edge. With ``flip`` the crop
+    is mirrored left-right; the caller must also permute labels with :data:`FLIP_PERMUTATION`.
+    """
+    if side <= 0 or not np.isfinite(side):
+        raise ValueError(f"crop side must be positive, got {side}")
+    s = out_size / side
+    a = np.deg2rad(angle_deg)
+    # y points down in images, so a screen-counter-clockwise turn of the content is this matrix.
+    rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) * s
+    if flip:
+        rot = np.diag([-1.0, 1.0]) @ rot
+    half = (out_size - 1) / 2.0  # the crop's centre in pixel-centre coordinates
+    t = np.array([half, half]) - rot @ np.asarray(centre, dtype=np.float64)
+    return np.hstack([rot, t[:, None]])
+
+
+def crop_matrix_from_box(box: Sequence[float], out_size: int, scale: float = LANDMARK_CROP_SCALE,
+                         shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    centre, side = square_from_box(box, scale, shift)
+    return crop_matrix(centre, side, out_size)
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix."""
+    full = np.vstack([m, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 matrix of ``outer(inner(x))``."""
+    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
+
+
+def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Move (N, 2) points, or a batch (B, N, 2) with a batch of matrices (B, 2, 3)."""
+    p = np.asarray(points, dtype=np.float64)
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim == 3:
+        return np.einsum("bij,bnj->bni", m[:, :, :2], p) + m[:, None, :, 2]
+    return p @ m[:, :2].T + m[:, 2]
+
+
+def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
+               border_value: int | tuple[int, ...] = 0) -> np.ndarray:
+    """Resample ``image`` into the ``out_size`` square crop given by ``m``."""
+    import cv2  # local: keeps `import lightmark.geometry` light
+
+    # Shrinking by more than 2x with bilinear sampling aliases; pre-blur with a Gaussian whose
+    # width follows the scale so large photos and small crops give the same kind of input.
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    if scale < 0.5:
+        sigma = 0.5 / scale * 0.5
+        k = int(2 * round(3 * sigma) + 1)
+        image = cv2.GaussianBlur(image, (k, k), sigma)
+    return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+
+
+def flip_points_in_crop(points: np.ndarray) -> np.ndarray:
+    """Relabel points after a mirrored crop: left eye becomes right eye, and so on."""
+    return np.asarray(points)[..., FLIP_PERMUTATION, :]

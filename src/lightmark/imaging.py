@@ -1,0 +1,90 @@
+"""Image loading and network-input conversion, shared by readers, the API and the runtime.
+
+Everything here works without torch. Images inside lightmark are HxWx3 uint8 RGB arrays.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+ImageLike = Union[str, Path, np.ndarray]
+
+# Normalisation of the network input: (pixel / 255 - MEAN) / STD, per RGB channel.
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message names the file and the problem."""
+
+
+def to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Any grayscale / RGB / RGBA array of uint8, uint16 or float in [0, 1] -> HxWx3 uint8 RGB."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {a.shape}")
+    if a.shape[0] < 2 or a.shape[1] < 2:
+        raise ImageError(f"{name}: image is too small ({a.shape[1]}x{a.shape[0]})")
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype in (np.float32, np.float64):
+        if not np.all(np.isfinite(a)):
+            raise ImageError(f"{name}: image has NaN or infinite values")
+        a = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported pixel type {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    return np.ascontiguousarray(a)
+
+
+def load_image(path: Union[str, Path]) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB, honouring EXIF orientation.
+
+    Grayscale, palette, RGBA and 16-bit files are converted. Raises :class:`ImageError` naming the
+    file when it is missing, truncated or not an image.
+    """
+    from PIL import Image, ImageOps
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such image file")
+    try:
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im).astype(np.uint32)
+                arr = (arr >> 8).clip(0, 255).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
+                return to_rgb8(arr, str(p))
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            arr = np.asarray(im)
+    except ImageError:
+        raise
+    except Exception as e:  # PIL raises many types for broken files
+        raise ImageError(f"{p}: cannot read image ({type(e).__name__}: {e})") from None
+    return to_rgb8(arr, str(p))
+
+
+def as_image(image: ImageLike) -> np.ndarray:
+    """A path or an array -> HxWx3 uint8 RGB."""
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    return to_rgb8(image)
+
+
+def to_input(crops: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) or (S, S, 3) uint8 crops -> (N, 3, S, S) normalised float32 network input."""
+    c = np.asarray(crops)
+    if c.ndim == 3:
+        c = c[None]
+    x = (c.astype(np.float32) / 255.0 - MEAN) / STD
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

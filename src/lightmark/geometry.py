@@ -129,3 +129,21 @@ def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
 def flip_points_in_crop(points: np.ndarray) -> np.ndarray:
     """Relabel points after a mirrored crop: left eye becomes right eye, and so on."""
     return np.asarray(points)[..., FLIP_PERMUTATION, :]
+
+
+def crops_from_boxes(image: np.ndarray, boxes: np.ndarray, out_size: int,
+                     scale: float = LANDMARK_CROP_SCALE,
+                     shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Crop every box of one image: ``(N, S, S, 3)`` uint8 crops and their ``(N, 2, 3)`` matrices."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    mats = np.stack([crop_matrix_from_box(b, out_size, scale, shift) for b in boxes]) if len(boxes) \
+        else np.zeros((0, 2, 3))
+    crops = np.stack([warp_image(image, m, out_size) for m in mats]) if len(boxes) \
+        else np.zeros((0, out_size, out_size, 3), np.uint8)
+    return crops, mats
+
+
+def points_to_image(points_crop: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Map ``(N, 68, 2)`` crop-pixel points back through each crop's matrix to image pixels."""
+    inv = np.stack([invert_affine(m) for m in np.asarray(matrices).reshape(-1, 2, 3)])
+    return apply_affine(np.asarray(points_crop).reshape(len(inv), -1, 2), inv).astype(np.float32)

@@ -1,0 +1,161 @@
+"""ONNX export of a saved model: ``NAME.onnx`` + ``NAME.json`` (the model's JSON plus
+``onnx_sha256``), checked against the model rules and verified with onnxruntime against torch.
+
+The graph has one input ``input`` ``(N, 3, S, S)`` float32 (normalised as
+:func:`lightmark.imaging.to_input` does; ``N`` is dynamic) and one output ``output`` with the
+layout of the model's head (see docs/ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from . import files
+
+PathLike = Union[str, Path]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+#: Integer initializers up to this many elements are allowed: shape and index constants
+#: (e.g. the channel shuffle's Reshape targets), never weights.
+MAX_INT_INITIALIZER = 64
+
+
+class ExportError(ValueError):
+    """An export that failed or produced a graph that does not match the torch model."""
+
+
+def onnx_paths(path: PathLike) -> tuple[Path, Path]:
+    """``NAME`` or ``NAME.onnx`` / ``.json`` / ``.safetensors`` -> (``NAME.onnx``, ``NAME.json``)."""
+    from .models.checkpoint import model_paths
+
+    weights, meta = model_paths(path)
+    return weights.with_suffix(".onnx"), meta
+
+
+def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, Any]:
+    """Apply the model rules to an ONNX graph; return its weight statistics.
+
+    Single graph: one input, one output, no sub-graphs (If/Loop/Scan bodies), no local functions,
+    no external data. Float32: every floating-point initializer is FLOAT; integer initializers are
+    only tiny shape constants. Size: float32 weights (initializers and Constant nodes) within the
+    same 15 MB limit as the safetensors file.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from .models.checkpoint import MAX_MODEL_BYTES, ModelRuleError
+
+    g = model_proto.graph
+    init_names = {t.name for t in g.initializer}
+    inputs = [i.name for i in g.input if i.name not in init_names]
+    outputs = [o.name for o in g.output]
+    if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
+        raise ModelRuleError(f"{what}: expected one input {INPUT_NAME!r} and one output "
+                             f"{OUTPUT_NAME!r}, got inputs {inputs}, outputs {outputs}")
+    if len(model_proto.functions):
+        raise ModelRuleError(f"{what}: has {len(model_proto.functions)} local functions; "
+                             "a single flat graph is required")
+    tensors: list[tuple[str, Any]] = [(t.name, t) for t in g.initializer]
+    for node in g.node:
+        for attr in node.attribute:
+            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                raise ModelRuleError(f"{what}: node {node.name or node.op_type!r} holds a sub-graph; "
+                                     "a single flat graph is required")
+            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
+                tensors.append((node.output[0], attr.t))
+    n_float = 0
+    for name, t in tensors:
+        if t.data_location == TensorProto.EXTERNAL:
+            raise ModelRuleError(f"{what}: tensor {name!r} is stored outside the file")
+        n = int(np.prod(t.dims)) if len(t.dims) else 1
+        if t.data_type == TensorProto.FLOAT:
+            n_float += n
+        elif t.data_type in (TensorProto.INT64, TensorProto.INT32) and n <= MAX_INT_INITIALIZER:
+            continue
+        else:
+            dtype = numpy_helper.to_array(t).dtype
+            raise ModelRuleError(f"{what}: tensor {name!r} is {dtype} with {n} elements; "
+                                 "weights must be float32")
+    size = n_float * 4
+    if size > MAX_MODEL_BYTES:
+        raise ModelRuleError(f"{what}: {size / 1e6:.2f} MB of float32 weights is over the "
+                             f"{MAX_MODEL_BYTES / 1e6:g} MB limit")
+    return {"float32_weights": n_float, "float32_mb": size / 1e6}
+
+
+def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
+                check_batch: int = 2, seed: int = 0) -> Path:
+    """Export the model saved at ``model_path`` to ``NAME.onnx`` + ``NAME.json``; return the .onnx path.
+
+    Runs the model rules on the torch model and on the ONNX graph, then compares onnxruntime with
+    torch on a random ``check_batch`` batch (max abs difference at most 1e-3 of the output's
+    scale, and at least 1e-4), and writes the files only when all of that passed.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from .models import load_model
+    from .models.checkpoint import check_model_rules
+
+    onnx_path, json_path = onnx_paths(out_path)
+    model, meta = load_model(model_path)
+    check_model_rules(model, str(model_path))
+    s = int(model.cfg.input_size)
+
+    # The legacy TorchScript exporter: the torch.export-based one needs onnxscript, which
+    # lightmark does not depend on. Its deprecation warnings are not the user's concern.
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        try:
+            torch.onnx.export(
+                model, (torch.zeros(1, 3, s, s),), buf, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True)
+        except Exception as e:  # the exporter raises many types
+            raise ExportError(f"{model_path}: ONNX export failed ({type(e).__name__}: {e})") from None
+    data = buf.getvalue()
+    proto = onnx.load_from_string(data)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{onnx_path}: exported graph is invalid ({e})") from None
+    stats = check_onnx_rules(proto, str(onnx_path))
+
+    # Verify: same numbers from onnxruntime as from torch, at a batch size other than the traced 1.
+    x = np.random.default_rng(seed).standard_normal((check_batch, 3, s, s)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    if got.shape != ref.shape:
+        raise ExportError(f"{onnx_path}: onnxruntime output shape {got.shape} != torch {ref.shape}")
+    diff = float(np.max(np.abs(got - ref)))
+    tol = max(1e-4, 1e-3 * float(np.max(np.abs(ref))))
+    if not np.isfinite(diff) or diff > tol:
+        raise ExportError(f"{onnx_path}: onnxruntime differs from torch by {diff:.3g} (tolerance {tol:.3g})")
+
+    out = dict(meta)
+    out.update({
+        "onnx_sha256": hashlib.sha256(data).hexdigest(),
+        "onnx_opset": opset,
+        "onnx_input": INPUT_NAME,
+        "onnx_output": OUTPUT_NAME,
+        "onnx_check": {"batch": check_batch, "max_abs_diff": diff, "tolerance": tol, **stats},
+    })
+    files.write_bytes(onnx_path, data)
+    files.write_text(json_path, json.dumps(out, indent=2, sort_keys=True) + "\n")
+    return onnx_path

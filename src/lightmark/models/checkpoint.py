@@ -1,0 +1,204 @@
+"""Model files: ``NAME.safetensors`` (weights, no pickle) + ``NAME.json`` (config and checksum).
+
+The rules every saved (and exported) model obeys, checked by :func:`check_model_rules`:
+
+* **one network**: a :class:`~lightmark.models.LandmarkModel` whose only children are one
+  ``backbone`` and one ``head``, holding exactly the tensors (names and shapes) that
+  ``build_model(model.cfg)`` creates. Ensembles, extra branches, a ModuleList of backbones or a
+  wrapper around several models all fail this;
+* **float32 only**: every parameter and buffer is float32. Exempt: BatchNorm's int64
+  ``num_batches_tracked`` counters. They are not saved at all: they only matter for BN with
+  ``momentum=None`` (a cumulative average), which lightmark never uses, and play no part in
+  inference;
+* **size**: the saved tensors take at most :data:`MAX_MODEL_BYTES` (15 MB = 15e6 bytes) as float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from .. import files
+from ..config import model_config_from_dict, to_dict
+
+#: Largest allowed float32 size of a model's saved tensors, in bytes (15 MB, decimal).
+MAX_MODEL_BYTES = 15_000_000
+#: ``format`` written into every model JSON.
+FORMAT = "lightmark-model/1"
+_SUFFIXES = (".safetensors", ".json", ".onnx")
+_EXEMPT = "num_batches_tracked"
+#: Keys a model JSON must hold (besides what callers add).
+REQUIRED_KEYS = ("format", "model", "codec", "crop_scale", "sha256")
+
+PathLike = Union[str, Path]
+
+
+class ModelRuleError(ValueError):
+    """A model breaking the size / float32 / single-network rules."""
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, tampered with or inconsistent; the message names the file."""
+
+
+def model_paths(path: PathLike) -> tuple[Path, Path]:
+    """``NAME`` or ``NAME.safetensors`` / ``.json`` / ``.onnx`` -> (``NAME.safetensors``, ``NAME.json``).
+
+    Only those suffixes are stripped, so ``model.v2`` stays ``model.v2.safetensors``.
+    """
+    p = Path(path)
+    if p.suffix in _SUFFIXES:
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors written to a model file: the state dict minus BN ``num_batches_tracked``."""
+    return {k: v for k, v in model.state_dict().items() if not k.endswith(_EXEMPT)}
+
+
+def check_model_rules(model: nn.Module, what: str = "model") -> None:
+    """Raise :class:`ModelRuleError` if ``model`` breaks a rule (see the module docstring)."""
+    from . import LandmarkModel, build_model
+
+    if not isinstance(model, LandmarkModel):
+        raise ModelRuleError(f"{what}: must be a single LandmarkModel (one backbone, one head), "
+                             f"got {type(model).__name__}")
+    children = [name for name, _ in model.named_children()]
+    if children != ["backbone", "head"]:
+        raise ModelRuleError(f"{what}: a model has exactly the submodules ['backbone', 'head'], "
+                             f"got {children}")
+    state = model.state_dict()
+    for name, t in state.items():
+        if name.endswith(_EXEMPT):
+            continue
+        if t.dtype != torch.float32:
+            raise ModelRuleError(f"{what}: tensor {name!r} is {t.dtype}; only float32 is allowed")
+    size = sum(t.numel() for t in saved_state(model).values()) * 4
+    if size > MAX_MODEL_BYTES:
+        raise ModelRuleError(f"{what}: {size / 1e6:.2f} MB as float32 is over the "
+                             f"{MAX_MODEL_BYTES / 1e6:g} MB limit")
+    # Rebuild the architecture from the config without allocating memory; any extra or missing
+    # tensor means the module tree is not the one network its config describes.
+    with torch.device("meta"):
+        ref = saved_state(build_model(model.cfg))
+    got = saved_state(model)
+    extra = sorted(set(got) - set(ref))
+    missing = sorted(set(ref) - set(got))
+    if extra or missing:
+        raise ModelRuleError(f"{what}: not the single network its config describes "
+                             f"(extra tensors {extra[:5]}, missing {missing[:5]})")
+    for k, t in got.items():
+        if tuple(t.shape) != tuple(ref[k].shape):
+            raise ModelRuleError(f"{what}: tensor {k!r} has shape {tuple(t.shape)}, "
+                                 f"the config gives {tuple(ref[k].shape)}")
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses (configs) -> dicts, so the meta can be written as JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    return value
+
+
+def save_model(model: nn.Module, meta: dict, path: PathLike) -> None:
+    """Write ``NAME.safetensors`` and ``NAME.json`` atomically (weights first, then the JSON that
+    vouches for them). ``meta`` must hold ``codec`` and ``crop_scale``; ``model`` is filled from
+    ``model.cfg`` (and must agree with it if given). Refuses models breaking the rules."""
+    weights_path, json_path = model_paths(path)
+    check_model_rules(model, str(weights_path))
+    out = {k: _plain(v) for k, v in meta.items()}
+    cfg = to_dict(model.cfg)
+    if "model" in out and out["model"] != cfg:
+        raise ValueError(f"{json_path}: meta['model'] {out['model']} does not match the model's "
+                         f"config {cfg}")
+    out["model"] = cfg
+    for key in ("codec", "crop_scale"):
+        if key not in out:
+            raise ValueError(f"{json_path}: meta needs a {key!r} entry to make a usable model file")
+    out["format"] = FORMAT
+
+    from safetensors.torch import save
+
+    # Clone: safetensors refuses views sharing storage, and the file must not alias live weights.
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in saved_state(model).items()}
+    data = save(tensors, metadata={"format": "pt"})
+    out["sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        text = json.dumps(out, indent=2, sort_keys=True)
+    except TypeError as e:
+        raise ValueError(f"{json_path}: meta is not JSON-serialisable ({e})") from None
+    files.write_bytes(weights_path, data)
+    files.write_text(json_path, text + "\n")
+
+
+def read_meta(json_path: Path) -> dict:
+    """Parse a model JSON and check its format and required keys."""
+    if not json_path.is_file():
+        raise ModelFileError(f"{json_path}: missing model JSON (it must lie beside the weights)")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{json_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{json_path}: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{json_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelFileError(f"{json_path}: missing key(s) {missing}")
+    if not isinstance(meta["model"], dict):
+        raise ModelFileError(f"{json_path}: 'model' must be an object")
+    return meta
+
+
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, dict]:
+    """Read a model written by :func:`save_model`: ``(model in eval mode, meta)``.
+
+    Verifies the weights' sha256 against the JSON, rebuilds the network from ``meta['model']`` and
+    requires the file to hold exactly its tensors (names, shapes, float32).
+    """
+    from . import ModelConfigError, build_model
+
+    weights_path, json_path = model_paths(path)
+    meta = read_meta(json_path)
+    if not weights_path.is_file():
+        raise ModelFileError(f"{weights_path}: missing weights file (named in {json_path.name})")
+    digest = files.sha256(weights_path)
+    if digest != meta["sha256"]:
+        raise ModelFileError(f"{weights_path}: checksum mismatch (file {digest[:12]}..., "
+                             f"{json_path.name} says {str(meta['sha256'])[:12]}...): "
+                             "the weights were changed or belong to another model")
+    try:
+        cfg = model_config_from_dict(meta["model"], f"{json_path}: model")
+        model = build_model(cfg)
+    except ModelConfigError as e:
+        raise ModelFileError(f"{json_path}: {e}") from None
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"{weights_path}: cannot read safetensors ({e})") from None
+    expected = saved_state(model)
+    extra = sorted(set(tensors) - set(expected))
+    missing = sorted(set(expected) - set(tensors))
+    if extra or missing:
+        raise ModelFileError(f"{weights_path}: tensors do not match the config in {json_path.name} "
+                             f"(unexpected {extra[:5]}, missing {missing[:5]})")
+    for k, t in tensors.items():
+        if t.dtype != torch.float32:
+            raise ModelFileError(f"{weights_path}: tensor {k!r} is {t.dtype}, expected float32")
+        if t.shape != expected[k].shape:
+            raise ModelFileError(f"{weights_path}: tensor {k!r} has shape {tuple(t.shape)}, "
+                                 f"the config gives {tuple(expected[k].shape)}")
+    # strict=False only for the exempt num_batches_tracked counters, checked absent above.
+    model.load_state_dict(tensors, strict=False)
+    return model.to(device).eval(), meta

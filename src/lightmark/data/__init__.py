@@ -1,0 +1,22 @@
+"""Landmark data: readers for every supported format and the evaluation split (torch-free).
+
+``data.augment`` (training only, albumentations) is not imported here, to keep this package light.
+"""
+from __future__ import annotations
+
+from .protocol import read_file_list, select_split, split_aflw, subset_by_names, write_file_list
+from .readers import KINDS, DataError, LandmarkDataset, Record, Sample, open_dataset
+
+__all__ = [
+    "KINDS",
+    "DataError",
+    "LandmarkDataset",
+    "Record",
+    "Sample",
+    "open_dataset",
+    "read_file_list",
+    "select_split",
+    "split_aflw",
+    "subset_by_names",
+    "write_file_list",
+]

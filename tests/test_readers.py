@@ -330,3 +330,15 @@ def test_skip_bad_counts_and_all_bad(tmp_path):
     for k in (0, 3):
         write_pts(d / f"face{k}.pts", face_points()[:10])
     expect_error(d, d, "no usable samples", skip_bad=True)
+
+
+def test_several_kinds_need_kind(tmp_path):
+    d = pts_folder(tmp_path, 2)
+    write_image(d / "000000.png")
+    (d / "000000_ldmks.txt").write_text("\n".join(f"{x} {y}" for x, y in face_points()) + "\n1 1\n2 2\n")
+    expect_error(d, d, "several kinds", "kind=")
+    assert len(open_dataset(d, kind="pts")) == 2
+    fs = open_dataset(d, kind="facesynthetics")
+    assert len(fs) == 1 and fs.records[0].meta["pupils"].shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown data kind"):
+        open_dataset(d, kind="300w")

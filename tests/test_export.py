@@ -1,0 +1,138 @@
+"""ONNX export: outputs match torch, the files and the rules."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper  # noqa: E402
+
+from lightmark.config import CodecConfig, ModelConfig  # noqa: E402
+from lightmark.export import ExportError, check_onnx_rules, export_onnx, onnx_paths  # noqa: E402
+from lightmark.models import ModelFileError, ModelRuleError, build_model, checkpoint, save_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(width=0.5, input_size=64, head="integral", head_channels=16, heatmap_size=8,
+                deconv_strides=[2, 2], backbone="shufflenet_v2_noconv5")
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def randomize(model, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def saved(tmp_path, cfg: ModelConfig, name: str = "m"):
+    m = randomize(build_model(cfg))
+    save_model(m, {"codec": CodecConfig(), "crop_scale": 1.25, "trained_on": "test"}, tmp_path / name)
+    return m
+
+
+@pytest.mark.parametrize("head,attention,hm", [("integral", "coord", 8), ("heatmap", "se", 12),
+                                               ("regression", None, 8)])
+def test_onnx_matches_torch(tmp_path, head, attention, hm):
+    m = saved(tmp_path, tiny(head=head, attention=attention, heatmap_size=hm))
+    out = export_onnx(tmp_path / "m.safetensors", tmp_path / "exported")
+    assert out == tmp_path / "exported.onnx" and out.is_file()
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert [o.name for o in sess.get_outputs()] == ["output"]
+    x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)  # batch 3: dynamic
+    got = sess.run(["output"], {"input": x})[0]
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    assert got.shape == ref.shape == ((3, 68, 2) if head == "regression" else (3, 68, hm, hm))
+    assert np.abs(ref).max() > 0.1  # a non-trivial output, so the comparison means something
+    np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+
+    meta = json.loads((tmp_path / "exported.json").read_text())
+    model_meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["onnx_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert meta["sha256"] == model_meta["sha256"] and meta["model"] == model_meta["model"]
+    assert meta["trained_on"] == "test" and meta["crop_scale"] == 1.25
+    assert meta["onnx_opset"] == 17 and meta["onnx_check"]["max_abs_diff"] < 1e-3
+    proto = onnx.load(str(out))
+    floats = [t for t in proto.graph.initializer if t.data_type != TensorProto.INT64]
+    assert floats and all(t.data_type == TensorProto.FLOAT for t in floats)
+
+
+def test_export_next_to_model_keeps_it_loadable(tmp_path):
+    from lightmark.models import load_model
+
+    saved(tmp_path, tiny(head="regression"))
+    export_onnx(tmp_path / "m", tmp_path / "m.onnx")
+    model, meta = load_model(tmp_path / "m")  # the shared JSON still vouches for the weights
+    assert "onnx_sha256" in meta and not model.training
+
+
+def test_onnx_paths():
+    assert onnx_paths("a/b.safetensors")[0].as_posix() == "a/b.onnx"
+    assert onnx_paths("a/b")[1].as_posix() == "a/b.json"
+
+
+def test_export_refuses_missing_or_tampered_model(tmp_path):
+    with pytest.raises(ModelFileError, match="missing"):
+        export_onnx(tmp_path / "nothing", tmp_path / "out")
+    saved(tmp_path, tiny())
+    w = tmp_path / "m.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ModelFileError, match="checksum"):
+        export_onnx(tmp_path / "m", tmp_path / "out")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_export_refuses_over_size(tmp_path, monkeypatch):
+    saved(tmp_path, tiny())
+    monkeypatch.setattr(checkpoint, "MAX_MODEL_BYTES", 50_000)
+    with pytest.raises(ModelRuleError, match="MB limit"):
+        export_onnx(tmp_path / "m", tmp_path / "out")
+    assert not (tmp_path / "out.onnx").exists() and not (tmp_path / "out.json").exists()
+
+
+def _graph(initializers, nodes=None):
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])
+    nodes = nodes or [helper.make_node("Add", ["input", initializers[0].name], ["output"])]
+    return helper.make_model(helper.make_graph(nodes, "g", [inp], [out], initializers))
+
+
+def test_onnx_rules():
+    ok = _graph([helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])])
+    assert check_onnx_rules(ok)["float32_weights"] == 4
+    f64 = _graph([helper.make_tensor("w", TensorProto.DOUBLE, [4], [1.0, 2.0, 3.0, 4.0])])
+    with pytest.raises(ModelRuleError, match="float64"):
+        check_onnx_rules(f64)
+    int8 = _graph([helper.make_tensor("w", TensorProto.INT8, [4], [1, 2, 3, 4])])
+    with pytest.raises(ModelRuleError, match="int8"):
+        check_onnx_rules(int8)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    branch = helper.make_graph([helper.make_node("Identity", ["input"], ["y"])], "b", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    cond = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+    sub = _graph([w, cond], [helper.make_node("If", ["c"], ["output"], then_branch=branch,
+                                              else_branch=branch)])
+    with pytest.raises(ModelRuleError, match="sub-graph"):
+        check_onnx_rules(sub)
+
+
+def test_export_error_is_value_error():
+    assert issubclass(ExportError, ValueError)

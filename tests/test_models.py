@@ -1,0 +1,380 @@
+"""Backbone, heads, model info, model files and the torch predictor."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from lightmark.config import CodecConfig, ModelConfig, to_dict  # noqa: E402
+from lightmark.models import (  # noqa: E402
+    LandmarkModel, ModelConfigError, ModelFileError, ModelRuleError, TorchPredictor, build_model,
+    channel_shuffle, check_model_rules, count_macs, crop_to_heatmap, heatmap_to_crop, load_model,
+    model_info, model_paths, save_model, soft_argmax)
+from lightmark.models import checkpoint  # noqa: E402
+from lightmark.models.heads import deconv_geometry  # noqa: E402
+from lightmark.models.shufflenet import STAGE_CHANNELS, ShuffleNetV2  # noqa: E402
+
+torch.set_num_threads(1)
+
+META = {"codec": CodecConfig(), "crop_scale": 1.25}
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(width=0.5, input_size=64, head="integral", head_channels=16, heatmap_size=8,
+                deconv_strides=[2, 2], backbone="shufflenet_v2_noconv5")
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial weights and BN statistics, so comparisons of outputs mean something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+# --- backbone -------------------------------------------------------------------------------
+
+# ImageNet ShuffleNet V2 parameter counts with the 1000-class classifier (paper: 1.4M, 2.3M,
+# 3.5M, 7.4M); the classifier is Linear(conv5 channels, 1000).
+PAPER_TOTAL = {0.5: 1_366_792, 1.0: 2_278_604, 1.5: 3_503_624, 2.0: 7_393_996}
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.5, 2.0])
+def test_backbone_params_match_paper_without_classifier(width):
+    net = ShuffleNetV2(width)
+    n = sum(p.numel() for p in net.parameters())
+    fc = STAGE_CHANNELS[width][4] * 1000 + 1000
+    assert n + fc == PAPER_TOTAL[width]
+    if width == 1.0:
+        assert 1_240_000 < n < 1_260_000  # ~1.25M without the classifier
+    no5 = ShuffleNetV2(width, conv5=False)
+    c4, c5 = STAGE_CHANNELS[width][3:]
+    assert sum(p.numel() for p in no5.parameters()) == n - (c4 * c5 + 2 * c5)
+    assert no5.out_channels == c4 and net.out_channels == c5
+
+
+def test_backbone_macs_match_paper():
+    # Paper (Table 8): 41M and 146M FLOPs (multiply-adds) at 224x224, classifier included.
+    for width, paper in ((0.5, 41e6), (1.0, 146e6)):
+        macs = count_macs(ShuffleNetV2(width), 224) + STAGE_CHANNELS[width][4] * 1000
+        assert abs(macs - paper) / paper < 0.03, (width, macs)
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.5, 2.0])
+def test_backbone_output_shape(width):
+    net = ShuffleNetV2(width).eval()
+    with torch.no_grad():
+        y = net(torch.zeros(2, 3, 64, 64))
+    assert y.shape == (2, STAGE_CHANNELS[width][4], 2, 2)
+
+
+def test_channel_shuffle_interleaves_groups():
+    x = torch.arange(6.0).reshape(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_bad_width_rejected():
+    with pytest.raises(ValueError, match="width"):
+        ShuffleNetV2(0.75)
+
+
+# --- heads ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", ["heatmap", "integral", "regression"])
+@pytest.mark.parametrize("attention", [None, "se", "coord"])
+def test_head_shapes(head, attention):
+    cfg = tiny(head=head, attention=attention)
+    m = build_model(cfg).eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, 64, 64))
+    assert y.shape == ((2, 68, 2) if head == "regression" else (2, 68, 8, 8))
+    assert torch.isfinite(y).all()
+    has_attention = any(type(mod).__name__ in ("SqueezeExcite", "CoordAttention") for mod in m.modules())
+    assert has_attention == (attention is not None)
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.5, 2.0])
+def test_widths_with_integral_head(width):
+    m = build_model(tiny(width=width, backbone="shufflenet_v2")).eval()
+    with torch.no_grad():
+        assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 68, 8, 8)
+
+
+def test_seed_layout_68x96x96():
+    # The seed: 192 px input, two 4x transposed convs: 6 -> 24 -> 96.
+    cfg = ModelConfig(width=1.0, input_size=192, head="heatmap", head_channels=32,
+                      heatmap_size=96, deconv_strides=[4, 4])
+    m = build_model(cfg).eval()
+    assert m.head.natural_size == 96 and not m.head.resize
+    with torch.no_grad():
+        assert m(torch.zeros(1, 3, 192, 192)).shape == (1, 68, 96, 96)
+
+
+def test_heatmap_resized_to_configured_size():
+    m = build_model(tiny(heatmap_size=12)).eval()  # natural 8x8
+    assert m.head.resize
+    with torch.no_grad():
+        assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 68, 12, 12)
+
+
+@pytest.mark.parametrize("stride", range(1, 9))
+def test_deconv_geometry_multiplies_size(stride):
+    k, p = deconv_geometry(stride)
+    up = nn.ConvTranspose2d(1, 1, k, stride, p)
+    assert up(torch.zeros(1, 1, 5, 3)).shape[2:] == (5 * stride, 3 * stride)
+
+
+def test_soft_argmax_peak_uniform_and_gradient():
+    logits = torch.zeros(1, 2, 6, 10)
+    logits[0, 0, 3, 7] = 50.0  # row 3, column 7
+    logits.requires_grad_(True)
+    pts = soft_argmax(logits)
+    assert pts.shape == (1, 2, 2)
+    assert torch.allclose(pts[0, 0], torch.tensor([7.0, 3.0]), atol=1e-4)
+    assert torch.allclose(pts[0, 1], torch.tensor([4.5, 2.5]), atol=1e-5)  # uniform: centre
+    pts.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_soft_argmax_matches_numpy_codec():
+    heatmap = pytest.importorskip("lightmark.heatmap")
+    logits = torch.randn(2, 5, 7, 9) * 3
+    np.testing.assert_allclose(soft_argmax(logits).numpy(), heatmap.soft_argmax(logits.numpy()),
+                               atol=1e-4)
+
+
+def test_heatmap_to_crop_formula():
+    p = torch.tensor([[0.0, 15.0], [-0.5, 15.5]])
+    c = heatmap_to_crop(p, 128, 16)
+    # pixel centres: first heatmap cell covers crop pixels 0..7, centre 3.5; outer edges map to edges
+    assert torch.allclose(c, torch.tensor([[3.5, 123.5], [-0.5, 127.5]]))
+    assert torch.allclose(crop_to_heatmap(c, 128, 16), p)
+    # non-square map (h, w): x uses w, y uses h
+    assert torch.allclose(heatmap_to_crop(torch.tensor([0.0, 0.0]), 64, (8, 16)), torch.tensor([1.5, 3.5]))
+
+
+def test_regression_head_outputs_crop_pixels():
+    m = build_model(tiny(head="regression")).eval()
+    with torch.no_grad():
+        m.head.fc.weight.zero_()
+        m.head.fc.bias.copy_(torch.tensor([0.0, 1.0] * 68))
+        y = m(torch.randn(1, 3, 64, 64))
+    # u = 0 / 1 are the crop's outer edges -0.5 and S - 0.5
+    assert torch.allclose(y[0, :, 0], torch.full((68,), -0.5))
+    assert torch.allclose(y[0, :, 1], torch.full((68,), 63.5))
+    fresh = build_model(tiny(head="regression")).eval()
+    with torch.no_grad():
+        y0 = fresh(torch.randn(1, 3, 64, 64))
+    assert torch.allclose(y0, torch.full_like(y0, 31.5), atol=1.0)  # starts near the centre
+
+
+@pytest.mark.parametrize("field,value", [("width", 0.75), ("input_size", 100), ("head", "mlp"),
+                                         ("attention", "cbam"), ("backbone", "resnet"),
+                                         ("deconv_strides", [2, 0]), ("heatmap_size", 0)])
+def test_bad_config_rejected(field, value):
+    with pytest.raises(ModelConfigError, match=field):
+        build_model(tiny(**{field: value}))
+
+
+# --- model info -----------------------------------------------------------------------------
+
+def test_count_macs_grouped_and_transposed():
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),  # 8*8 outputs * 6 ch * 3*9
+        nn.Conv2d(6, 6, 3, padding=1, groups=6),  # depthwise: 64 * 6 * 1*9
+        nn.ConvTranspose2d(6, 4, 4, 2, 1, groups=2),  # 64*6 inputs * (4/2) * 16
+        nn.Flatten(), nn.Linear(4 * 16 * 16, 10))
+    assert count_macs(net, 8) == 64 * 6 * 27 + 64 * 6 * 9 + 384 * 2 * 16 + 1024 * 10
+
+
+def test_model_info():
+    cfg = tiny()
+    m = build_model(cfg)
+    info = model_info(cfg, m)
+    n = sum(p.numel() for p in m.parameters())
+    bn_stats = sum(b.numel() for k, b in m.named_buffers() if "running" in k)
+    assert info["params"] == n == info["params_backbone"] + info["params_head"]
+    assert info["float32_mb"] == pytest.approx((n + bn_stats) * 4 / 1e6)
+    assert info["output_shape"] == [68, 8, 8]
+    assert info["macs"] > count_macs(m.backbone, 64) > 0
+
+
+# --- model files ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head,attention", [("integral", "coord"), ("heatmap", "se"), ("regression", None)])
+def test_save_load_roundtrip(tmp_path, head, attention):
+    m = randomize(build_model(tiny(head=head, attention=attention)))
+    save_model(m, {**META, "note": "hi"}, tmp_path / "m.safetensors")
+    assert (tmp_path / "m.safetensors").is_file() and (tmp_path / "m.json").is_file()
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["format"] == "lightmark-model/1" and meta["note"] == "hi"
+    assert meta["model"] == to_dict(m.cfg) and meta["codec"] == to_dict(CodecConfig())
+    assert len(meta["sha256"]) == 64
+    from safetensors.torch import load_file
+    assert not any("num_batches_tracked" in k for k in load_file(str(tmp_path / "m.safetensors")))
+
+    m2, meta2 = load_model(tmp_path / "m")  # without suffix
+    assert not m2.training and meta2 == meta
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+    assert not any(p.isnan().any() for p in m2.parameters())
+    assert not list((tmp_path).glob("*.tmp"))  # nothing half-written left
+
+
+def test_model_paths_strip_only_known_suffixes(tmp_path):
+    assert model_paths(tmp_path / "a.json") == (tmp_path / "a.safetensors", tmp_path / "a.json")
+    assert model_paths(tmp_path / "a.v2")[0].name == "a.v2.safetensors"
+
+
+def test_checksum_tamper_detected(tmp_path):
+    m = randomize(build_model(tiny()))
+    save_model(m, META, tmp_path / "m")
+    w = tmp_path / "m.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-3] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"m\.safetensors.*checksum"):
+        load_model(tmp_path / "m")
+
+
+def test_missing_json_and_weights(tmp_path):
+    save_model(build_model(tiny()), META, tmp_path / "m")
+    (tmp_path / "m.json").rename(tmp_path / "x.json")
+    with pytest.raises(ModelFileError, match=r"m\.json.*missing"):
+        load_model(tmp_path / "m.safetensors")
+    (tmp_path / "m.safetensors").rename(tmp_path / "x.safetensors2")
+    (tmp_path / "x.json").rename(tmp_path / "m.json")
+    with pytest.raises(ModelFileError, match=r"m\.safetensors.*missing"):
+        load_model(tmp_path / "m")
+
+
+def test_wrong_keys_in_json(tmp_path):
+    save_model(build_model(tiny()), META, tmp_path / "m")
+    j = tmp_path / "m.json"
+    meta = json.loads(j.read_text())
+    bad = dict(meta, model={**meta["model"], "depth": 3})
+    j.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"m\.json.*depth"):
+        load_model(tmp_path / "m")
+    j.write_text(json.dumps({k: v for k, v in meta.items() if k != "crop_scale"}))
+    with pytest.raises(ModelFileError, match=r"m\.json.*crop_scale"):
+        load_model(tmp_path / "m")
+    j.write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(tmp_path / "m")
+
+
+def test_weights_not_matching_config(tmp_path):
+    # A file whose checksum is right but whose tensors belong to another architecture.
+    save_model(build_model(tiny(head_channels=8)), META, tmp_path / "a")
+    save_model(build_model(tiny()), META, tmp_path / "b")
+    meta_b = json.loads((tmp_path / "b.json").read_text())
+    meta_a = json.loads((tmp_path / "a.json").read_text())
+    (tmp_path / "a.json").write_text(json.dumps(dict(meta_a, model=meta_b["model"])))
+    with pytest.raises(ModelFileError, match=r"a\.safetensors.*shape"):
+        load_model(tmp_path / "a")
+
+
+def test_size_rule(tmp_path, monkeypatch):
+    big = build_model(ModelConfig(width=2.0, input_size=64, head="heatmap", head_channels=256,
+                                  heatmap_size=8, deconv_strides=[2, 2]))
+    with pytest.raises(ModelRuleError, match="MB limit"):
+        save_model(big, META, tmp_path / "big")
+    assert not list(tmp_path.iterdir())  # refused before writing anything
+    small = build_model(tiny())
+    check_model_rules(small)
+    monkeypatch.setattr(checkpoint, "MAX_MODEL_BYTES", 10_000)
+    with pytest.raises(ModelRuleError, match="over the"):
+        save_model(small, META, tmp_path / "small")
+
+
+def test_dtype_rule(tmp_path):
+    m = build_model(tiny())
+    m.head.out.bias = nn.Parameter(m.head.out.bias.detach().double())
+    with pytest.raises(ModelRuleError, match="float64"):
+        save_model(m, META, tmp_path / "m")
+    with pytest.raises(ModelRuleError, match="float16"):
+        save_model(build_model(tiny()).half(), META, tmp_path / "m")
+    assert not list(tmp_path.iterdir())
+
+
+def test_single_network_rule(tmp_path):
+    cfg = tiny()
+    a, b = build_model(cfg), build_model(cfg)
+
+    class Ensemble(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.members = nn.ModuleList([a, b])
+
+        def forward(self, x):
+            return sum(m(x) for m in self.members) / 2
+
+    with pytest.raises(ModelRuleError, match="single LandmarkModel"):
+        save_model(Ensemble(), META, tmp_path / "e")
+    two_backbones = LandmarkModel(cfg, nn.ModuleList([a.backbone, b.backbone]), a.head)
+    with pytest.raises(ModelRuleError, match="extra tensors"):
+        check_model_rules(two_backbones)
+    extra = build_model(cfg)
+    extra.teacher = b.backbone
+    with pytest.raises(ModelRuleError, match="backbone.*head"):
+        check_model_rules(extra)
+
+
+def test_save_checks_meta(tmp_path):
+    m = build_model(tiny())
+    with pytest.raises(ValueError, match="crop_scale"):
+        save_model(m, {"codec": {}}, tmp_path / "m")
+    with pytest.raises(ValueError, match="does not match"):
+        save_model(m, {**META, "model": to_dict(tiny(width=1.0))}, tmp_path / "m")
+
+
+# --- predictor ------------------------------------------------------------------------------
+
+def test_torch_predictor_regression_and_integral(tmp_path):
+    pytest.importorskip("lightmark.heatmap")
+    from lightmark.imaging import to_input
+
+    crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    for head in ("regression", "integral"):
+        m = randomize(build_model(tiny(head=head)))
+        save_model(m, META, tmp_path / head)
+        model, meta = load_model(tmp_path / head)
+        pred = TorchPredictor(model, meta, batch_size=2)  # two batches: 2 + 1
+        assert pred.input_size == 64 and pred.crop_scale == 1.25 and pred.meta is meta
+        pts = pred.predict_crops(crops)
+        assert pts.dtype == np.float32 and pts.shape == (3, 68, 2)
+        with torch.no_grad():
+            y = m(torch.from_numpy(to_input(crops)))
+        want = y if head == "regression" else heatmap_to_crop(soft_argmax(y), 64, 8)
+        np.testing.assert_allclose(pts, want.numpy(), atol=1e-3)
+    with pytest.raises(ValueError, match=r"\(N, 64, 64, 3\)"):
+        pred.predict_crops(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_torch_predictor_heatmap_peaks():
+    pytest.importorskip("lightmark.heatmap")
+    m = build_model(tiny(head="heatmap"))
+    pred = TorchPredictor(m, {"model": to_dict(m.cfg), "codec": {"decoder": "argmax"}, "crop_scale": 1.25})
+
+    def fake_forward(x):  # a known output, to test the decoding path of the predictor
+        out = torch.zeros(x.shape[0], 68, 8, 8)
+        out[:, :, 2, 5] = 100.0
+        return out
+    m.forward = fake_forward
+    pts = pred.predict_crops(np.zeros((1, 64, 64, 3), np.uint8))
+    # cell (row 2, col 5) of an 8x8 map on a 64 px crop: centre (5.5 * 8 - 0.5, 2.5 * 8 - 0.5)
+    np.testing.assert_allclose(pts[0, 0], [43.5, 19.5], atol=1e-4)

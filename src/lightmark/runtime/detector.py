@@ -264,7 +264,7 @@ def fit_box_mapping(dataset_paths: Sequence[PathLike], limit_per_dataset: Option
 
     # How good is the fitted crop? Centre error and side error relative to the ideal crop side.
     centre_err = np.hypot(offs_a[:, 0] - shift[0], offs_a[:, 1] - shift[1])
-    q = lambda a: [float(v) for v in np.percentile(a, [10, 25, 50, 75, 90])]  # noqa: E731
+    q = lambda a: [round(float(v), 4) for v in np.percentile(a, [10, 25, 50, 75, 90])]  # noqa: E731
     faces = sum(v["faces"] for v in per_source.values())
     return {
         "crop_scale": round(LANDMARK_CROP_SCALE * ratio, 5),
@@ -288,9 +288,9 @@ def fit_box_mapping(dataset_paths: Sequence[PathLike], limit_per_dataset: Option
             "shift_y_percentiles_10_25_50_75_90": q(offs_a[:, 1]),
             "side_ratio_percentiles_10_25_50_75_90": q(ratios_a),
             "centre_error_over_detector_side_percentiles": q(centre_err),
-            "iou_landmark_box_vs_detector_box_median": float(np.median(ious)),
-            "landmarks_inside_detector_box_mean": float(np.mean(inside)),
-            "detector_box_aspect_h_over_w_median": float(np.median(aspect)),
+            "iou_landmark_box_vs_detector_box_median": round(float(np.median(ious)), 4),
+            "landmarks_inside_detector_box_mean": round(float(np.mean(inside)), 4),
+            "detector_box_aspect_h_over_w_median": round(float(np.median(aspect)), 4),
         },
     }
 

@@ -1,0 +1,257 @@
+"""The stable user API.
+
+    from lightmark import Landmarker
+    lm = Landmarker()                  # the bundled model (ONNX, no torch); Landmarker(model=PATH)
+    pts = lm.predict(image, box)       # (68, 2) float32, 0-based pixels of the original image
+    faces = lm.predict_all(image)      # detect, then landmarks for every face
+
+Boxes. ``predict(image, box)`` takes a *face box* of the detector kind by default
+(``box_kind="face"``): any detector's x1, y1, x2, y2 around a face works, and the bundled detector's
+fitted mapping (``runtime/detector.py``) turns it into the crop the model was trained on. Pass
+``box_kind="landmarks"`` when the box is the tight box around the 68 points (e.g. evaluation with
+ground-truth boxes). With ``refine=True`` (default) the first prediction's own landmark box gives a
+second, better-centred crop and the model runs once more; this undoes most of the error of a loose
+face box at twice the model cost (the detector is run once either way).
+
+This module never imports torch unless ``backend="torch"`` or a ``.safetensors`` model is asked for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from . import geometry
+from .imaging import ImageLike, as_image
+
+PathLike = Union[str, Path]
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL = ASSET_DIR / "model" / "lightmark.onnx"
+
+BACKENDS = ("auto", "onnx", "torch")
+BOX_KINDS = ("face", "landmarks")
+
+
+class LandmarkerError(ValueError):
+    """Bad arguments to :class:`Landmarker` (box, model path, backend); the message says which."""
+
+
+class ModelNotFoundError(LandmarkerError):
+    """The requested (or bundled) landmark model file does not exist."""
+
+
+@dataclass
+class Face:
+    """One detected face: detector ``box`` (x1, y1, x2, y2) and ``score``, and its 68 ``points``."""
+
+    box: np.ndarray  # float32 (4,)
+    score: float
+    points: np.ndarray  # float32 (68, 2), image pixels
+
+
+def _resolve_model(model: Optional[PathLike], backend: str) -> tuple[str, Path]:
+    """(backend, path) for a model argument; errors name the missing file."""
+    if backend not in BACKENDS:
+        raise LandmarkerError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if model is None:
+        if backend == "torch":
+            raise LandmarkerError("backend='torch' needs model=PATH to a .safetensors file; "
+                                  "the bundled model is ONNX")
+        if not DEFAULT_MODEL.is_file():
+            raise ModelNotFoundError(
+                f"{DEFAULT_MODEL}: the bundled landmark model is missing from this installation "
+                "(it is added by the training/export step). Pass Landmarker(model=PATH) with a "
+                "NAME.onnx (+ NAME.json) or NAME.safetensors (+ NAME.json) model.")
+        return "onnx", DEFAULT_MODEL
+    p = Path(model)
+    suffix = p.suffix.lower()
+    base = p.with_suffix("") if suffix in (".onnx", ".json", ".safetensors") else p
+    onnx_path = base.with_name(base.name + ".onnx")
+    st_path = base.with_name(base.name + ".safetensors")
+    if backend == "auto":
+        if suffix == ".safetensors":
+            backend = "torch"
+        elif suffix == ".onnx" or onnx_path.is_file():
+            backend = "onnx"
+        elif st_path.is_file():
+            backend = "torch"
+        else:
+            raise ModelNotFoundError(f"{p}: no such model (looked for {onnx_path.name} and {st_path.name})")
+    path = onnx_path if backend == "onnx" else st_path
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path}: no such {'ONNX' if backend == 'onnx' else 'safetensors'} model file")
+    return backend, path
+
+
+def _load_predictor(backend: str, path: Path, threads: int) -> Any:
+    if backend == "onnx":
+        from .runtime.onnx import OnnxPredictor
+
+        return OnnxPredictor(path, threads=threads)
+    import torch  # only here: the torch backend is opt-in
+
+    from .models import TorchPredictor, load_model
+
+    torch.set_num_threads(threads)
+    model, meta = load_model(path)
+    return TorchPredictor(model, meta)
+
+
+class Landmarker:
+    """68-point landmarks for faces in photos.
+
+    ``model``: ``None`` (the bundled ONNX model), or a path to ``NAME.onnx`` / ``NAME.safetensors``
+    (each with ``NAME.json`` beside it). ``backend``: ``"auto"`` (from the file), ``"onnx"`` or
+    ``"torch"``. ``threads``: CPU threads for the model and the detector. ``refine``: re-crop on the
+    first prediction's landmark box and predict again. ``detector``: a ready
+    :class:`~lightmark.runtime.detector.FaceDetector` (default: the bundled one, loaded on first use).
+    """
+
+    def __init__(self, model: Optional[PathLike] = None, backend: str = "auto", threads: int = 1,
+                 refine: bool = True, detector: Any = None, score_threshold: float = 0.7) -> None:
+        if not isinstance(threads, int) or threads < 1:
+            raise LandmarkerError(f"threads must be a positive integer, got {threads!r}")
+        self.backend, self.model_path = _resolve_model(model, backend)
+        self.predictor = _load_predictor(self.backend, self.model_path, threads)
+        self.threads = threads
+        self.refine = bool(refine)
+        self.score_threshold = float(score_threshold)
+        self._detector = detector
+        self._mapping: Optional[tuple[float, tuple[float, float]]] = None
+
+    def __repr__(self) -> str:
+        return (f"Landmarker(model={str(self.model_path)!r}, backend={self.backend!r}, "
+                f"input_size={self.input_size}, refine={self.refine})")
+
+    @property
+    def input_size(self) -> int:
+        return int(self.predictor.input_size)
+
+    @property
+    def crop_scale(self) -> float:
+        """Crop side / larger side of the landmark box, as the model was trained."""
+        return float(self.predictor.crop_scale)
+
+    @property
+    def detector(self) -> Any:
+        if self._detector is None:
+            from .runtime.detector import FaceDetector
+
+            self._detector = FaceDetector(score_threshold=self.score_threshold, threads=self.threads)
+        return self._detector
+
+    def face_box_mapping(self) -> tuple[float, tuple[float, float]]:
+        """(scale, shift) for ``geometry.crop_matrix_from_box`` from a face (detector) box.
+
+        The fitted side ratio (landmark box / detector box) times this model's own crop scale, so a
+        model trained with another crop scale still gets its training crop. Read from the detector
+        given to the constructor, else from the bundled mapping file (no detector session needed).
+        """
+        if self._mapping is None:
+            if self._detector is not None:
+                ratio, shift = self._detector.side_ratio, tuple(self._detector.crop_shift)
+            else:
+                from .runtime.detector import load_box_mapping
+
+                m = load_box_mapping()
+                ratio = float(m.get("side_ratio", m["crop_scale"] / geometry.LANDMARK_CROP_SCALE))
+                shift = (float(m["crop_shift"][0]), float(m["crop_shift"][1]))
+            self._mapping = (ratio * self.crop_scale, (float(shift[0]), float(shift[1])))
+        return self._mapping
+
+    # ------------------------------------------------------------------------------------------
+
+    def detect(self, image: ImageLike) -> np.ndarray:
+        """Faces by the bundled detector: float32 (N, 5) x1, y1, x2, y2, score, best first."""
+        return self.detector.detect(as_image(image))
+
+    def predict(self, image: ImageLike, box: Sequence[float], box_kind: str = "face") -> np.ndarray:
+        """68 points, float32 (68, 2), 0-based pixels of ``image`` (array or path).
+
+        ``box``: (x1, y1, x2, y2) around the face (a detector row with a 5th score value is also
+        accepted). ``box_kind``: ``"face"`` (any face detector's box) or ``"landmarks"`` (the tight
+        box around the 68 points).
+        """
+        b = np.asarray(box, dtype=np.float64) if _is_numeric(box) else None
+        if b is None or b.shape not in ((4,), (5,)):
+            raise LandmarkerError(f"box must be (x1, y1, x2, y2), got {box!r}")
+        return self.predict_batch(image, b[None, :4], box_kind)[0]
+
+    def predict_batch(self, image: ImageLike, boxes: Any, box_kind: str = "face") -> np.ndarray:
+        """Points for many boxes on one image: float32 (N, 68, 2). ``boxes``: (N, 4) or (N, 5)."""
+        img = as_image(image)
+        b = self._check_boxes(boxes, img.shape)
+        if box_kind not in BOX_KINDS:
+            raise LandmarkerError(f"box_kind must be one of {BOX_KINDS}, got {box_kind!r}")
+        if box_kind == "face":
+            scale, shift = self.face_box_mapping()
+        else:
+            scale, shift = self.crop_scale, (0.0, 0.0)
+        pts = self._run(img, b, scale, shift)
+        if self.refine and len(b):
+            # Second pass on the predicted landmarks' own box: the training crop, up to model error.
+            lm_boxes = np.stack([_safe_landmark_box(p) for p in pts])
+            pts = self._run(img, lm_boxes, self.crop_scale, (0.0, 0.0))
+        return pts
+
+    def predict_all(self, image: ImageLike) -> list[Face]:
+        """Detect every face and predict its landmarks; faces best score first."""
+        img = as_image(image)
+        dets = self.detect(img)
+        if len(dets) == 0:
+            return []
+        pts = self.predict_batch(img, dets[:, :4], "face")
+        return [Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p) for d, p in zip(dets, pts)]
+
+    # ------------------------------------------------------------------------------------------
+
+    def _run(self, img: np.ndarray, boxes: np.ndarray, scale: float,
+             shift: tuple[float, float]) -> np.ndarray:
+        s = self.input_size
+        crops, mats = geometry.crops_from_boxes(img, boxes, s, scale, shift)
+        if len(crops) == 0:
+            return np.zeros((0, 68, 2), np.float32)
+        return geometry.points_to_image(self.predictor.predict_crops(crops), mats)
+
+    @staticmethod
+    def _check_boxes(boxes: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if not _is_numeric(boxes):
+            raise LandmarkerError(f"boxes must be numbers, an (N, 4) array; got {type(boxes).__name__}")
+        b = np.asarray(boxes, dtype=np.float64)
+        if b.ndim == 1 and b.shape[0] in (4, 5):
+            b = b[None]
+        if b.size == 0:
+            return np.zeros((0, 4))
+        if b.ndim != 2 or b.shape[1] not in (4, 5):
+            raise LandmarkerError(f"boxes must be (N, 4) x1, y1, x2, y2 (or (N, 5) with scores), "
+                                  f"got shape {b.shape}")
+        b = b[:, :4]
+        h, w = shape[:2]
+        for i, row in enumerate(b):
+            try:
+                geometry.as_box(row)
+            except ValueError as e:
+                raise LandmarkerError(f"box {i}: {e}") from None
+            # A box wholly outside the picture would give an all-black crop and confident nonsense.
+            if row[2] <= 0 or row[3] <= 0 or row[0] >= w or row[1] >= h:
+                raise LandmarkerError(f"box {i} {tuple(np.round(row, 1))} lies outside the {w}x{h} image")
+        return b
+
+
+def _is_numeric(x: Any) -> bool:
+    try:
+        a = np.asarray(x)
+    except Exception:  # ragged sequences and the like
+        return False
+    return a.dtype.kind in "biuf"
+
+
+def _safe_landmark_box(points: np.ndarray) -> np.ndarray:
+    """Landmark box, widened to at least 2 pixels so a collapsed prediction cannot make an empty box."""
+    b = geometry.landmark_box(points)
+    c = (b[:2] + b[2:]) / 2
+    half = np.maximum((b[2:] - b[:2]) / 2, 1.0)
+    return np.concatenate([c - half, c + half])

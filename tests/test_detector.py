@@ -1,0 +1,158 @@
+"""The bundled face detector: detection on a pasted group photo, NMS, the fitted box mapping."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightmark import geometry
+from lightmark.imaging import load_image
+from lightmark.runtime.detector import (DEFAULT_MAPPING, DEFAULT_MODEL, DetectorError, FaceDetector,
+                                        box_iou, load_box_mapping, nms)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+HELEN = SHARED / "data" / "300w" / "helen_trainset"
+AFW = SHARED / "data" / "300w" / "afw"
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """Minimal 300W .pts reader (1-based -> 0-based); keeps this test independent of data.readers."""
+    rows = [ln.split() for ln in path.read_text().splitlines()]
+    pts = np.array([r for r in rows if len(r) == 2 and r[0][0] in "0123456789.-"], float)
+    assert pts.shape == (68, 2), path
+    return pts - 1.0
+
+
+def faces_from(folder: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if not folder.is_dir():
+        pytest.skip(f"shared data missing: {folder}")
+    out = []
+    for img_path in sorted(folder.glob("*.jpg"))[:n]:
+        out.append((load_image(img_path), read_pts(img_path.with_suffix(".pts"))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+def test_group_photo_finds_every_pasted_face(detector):
+    # Three labelled faces side by side on a grey canvas, as in a group photo.
+    faces = faces_from(AFW, 2) + faces_from(HELEN, 1)
+    pad = 40
+    width = sum(img.shape[1] for img, _ in faces) + pad * (len(faces) + 1)
+    height = max(img.shape[0] for img, _ in faces) + 2 * pad
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    truth, x = [], pad
+    for img, pts in faces:
+        h, w = img.shape[:2]
+        canvas[pad:pad + h, x:x + w] = img
+        truth.append(geometry.landmark_box(pts + [x, pad]))
+        x += w + pad
+    dets = detector.detect(canvas)
+    assert dets.dtype == np.float32 and dets.ndim == 2 and dets.shape[1] == 5
+    assert len(dets) >= 3
+    assert np.all(np.diff(dets[:, 4]) <= 0), "detections must be sorted by score"
+    assert np.all(dets[:, 4] > detector.score_threshold)
+    iou = box_iou(np.array(truth), dets[:, :4])
+    # every pasted face is found, by a distinct detection
+    assert np.all(iou.max(axis=1) > 0.4), iou.max(axis=1)
+    assert len(set(iou.argmax(axis=1).tolist())) == 3
+
+
+def test_no_face_on_blank_or_noise_images(detector):
+    assert detector.detect(np.zeros((480, 640, 3), np.uint8)).shape == (0, 5)
+    assert detector.detect(np.full((240, 320, 3), 200, np.uint8)).shape == (0, 5)
+    smooth = np.linspace(0, 255, 640 * 480).reshape(480, 640).astype(np.uint8)
+    assert len(detector.detect(np.dstack([smooth] * 3))) == 0
+
+
+def test_detect_accepts_paths_and_grayscale(detector, tmp_path):
+    faces = faces_from(HELEN, 1)
+    img, pts = faces[0]
+    from PIL import Image
+
+    p = tmp_path / "gray.png"
+    Image.fromarray(img.mean(axis=2).astype(np.uint8)).save(p)
+    dets = detector.detect(p)
+    assert len(dets) >= 1
+    assert box_iou(geometry.landmark_box(pts), dets[0, :4])[0, 0] > 0.4
+
+
+def test_nms_keeps_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5], [21, 20, 31, 30]], float)
+    scores = np.array([0.9, 0.95, 0.5, 0.3, 0.6])
+    keep = nms(boxes, scores, iou_threshold=0.3)
+    assert keep.tolist() == [1, 4]  # 0 and 3 overlap 1; 2 overlaps 4
+    # a looser threshold keeps moderate overlaps (IoU(0, 1) = 81/119 = 0.68) but not close ones
+    # (IoU(2, 4) = 90/110 = 0.82, IoU(3, 0) = 100/105)
+    assert nms(boxes, scores, iou_threshold=0.7).tolist() == [1, 0, 4]
+    assert nms(boxes, scores, 0.3, top_k=1).tolist() == [1]
+    assert nms(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+    with pytest.raises(ValueError, match="5 boxes but 2 scores"):
+        nms(boxes, scores[:2])
+
+
+def test_box_iou_values():
+    a = np.array([[0, 0, 2, 2]])
+    b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]])
+    np.testing.assert_allclose(box_iou(a, b), [[1 / 7, 1.0, 0.0]])
+
+
+def test_bundled_mapping_loads_and_is_plausible():
+    assert DEFAULT_MODEL.is_file() and (DEFAULT_MODEL.parent / "LICENSE").is_file()
+    m = load_box_mapping()
+    assert m["fitted_on"]["n"] >= 100
+    assert all("afw" not in k.lower() for k in m["fitted_on"]["data"]), "AFW is the validation set"
+    # A detector box is taller than the landmark box and sits higher: the crop is a bit smaller
+    # than 1.25 x the detector box and its centre moves down.
+    assert 0.8 < m["crop_scale"] < 1.2
+    assert abs(m["crop_shift"][0]) < 0.05 and 0.05 < m["crop_shift"][1] < 0.25
+    d = FaceDetector(box_mapping=DEFAULT_MAPPING)
+    assert d.crop_scale == m["crop_scale"] and d.crop_shift == tuple(m["crop_shift"])
+    assert d.side_ratio == pytest.approx(d.crop_scale / 1.25, rel=1e-3)
+
+
+def test_mapping_turns_detections_into_landmark_crops(detector):
+    """On held-out AFW faces the mapped detector crop is close to the ground-truth landmark crop."""
+    errs: dict[str, list[tuple[float, float]]] = {"fitted": [], "raw": []}
+    for img, pts in faces_from(AFW, 12):
+        dets = detector.detect(img)
+        if not len(dets):
+            continue
+        lm = geometry.landmark_box(pts)
+        d = dets[int(np.argmax(box_iou(lm, dets[:, :4])[0]))]
+        c_lm, s_lm = geometry.square_from_box(lm, geometry.LANDMARK_CROP_SCALE)
+        for name, scale, shift in (("fitted", detector.crop_scale, detector.crop_shift),
+                                   ("raw", geometry.LANDMARK_CROP_SCALE, (0.0, 0.0))):
+            c, s = geometry.square_from_box(d[:4], scale, shift)
+            errs[name].append((np.hypot(*(c - c_lm)) / s_lm, abs(np.log(s / s_lm))))
+    fitted, raw = np.array(errs["fitted"]), np.array(errs["raw"])
+    assert len(fitted) >= 10
+    med_c, med_s = np.median(fitted, axis=0)
+    assert med_c < 0.06 and med_s < 0.15, (med_c, med_s)
+    # the raw detector box (as if it were a landmark box) is clearly worse on both counts
+    assert np.median(raw[:, 0]) > 1.5 * med_c and np.median(raw[:, 1]) > 1.5 * med_s
+
+
+def test_bad_mapping_and_model_files(tmp_path):
+    with pytest.raises(DetectorError, match="no such box-mapping file"):
+        load_box_mapping(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"crop_scale": -1, "crop_shift": [0, 0]}))
+    with pytest.raises(DetectorError, match="bad.json: crop_scale must be positive"):
+        load_box_mapping(bad)
+    bad.write_text("{")
+    with pytest.raises(DetectorError, match="bad.json: not a valid box-mapping file"):
+        load_box_mapping(bad)
+    with pytest.raises(DetectorError, match="missing.onnx: no such face detector file"):
+        FaceDetector(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"junk")
+    with pytest.raises(DetectorError, match="junk.onnx: cannot load face detector"):
+        FaceDetector(junk)
+    with pytest.raises(ValueError, match="score_threshold"):
+        FaceDetector(score_threshold=1.5)

@@ -1,0 +1,173 @@
+"""OnnxPredictor on tiny ONNX graphs built with the `onnx` helper API (no torch needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightmark import geometry
+from lightmark.files import sha256
+from lightmark.imaging import to_input
+from lightmark.runtime.onnx import ModelFileError, OnnxPredictor, model_paths
+
+onnx = pytest.importorskip("onnx")
+
+S = 32  # crop size of the tiny models
+
+
+def tiny_points(n: int = 68) -> np.ndarray:
+    """The constant part of the tiny regression model's output: a ring of points in crop pixels."""
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([(S - 1) / 2 + 8 * np.cos(a), (S - 1) / 2 + 6 * np.sin(a)], axis=1).astype(np.float32)
+
+
+def write_tiny_model(folder: Path, name: str = "tiny", batch: int | str = "N", head: str = "regression",
+                     gain: float = 1.0, meta_extra: dict | None = None) -> Path:
+    """Write NAME.onnx + NAME.json: output[n] = tiny_points + gain * mean(input[n]).
+
+    ``head="regression"``: (N, 68, 2) points. ``head="integral"``: (N, 68, 4, 4) logits that peak at
+    cell (1, 2) for every point (the input term is added everywhere, so it cancels in softmax).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    if head == "regression":
+        const = tiny_points()[None]
+        out_shape = [batch, 68, 2]
+        red_shape = np.array([-1, 1, 1], np.int64)
+    else:
+        const = np.zeros((1, 68, 4, 4), np.float32)
+        const[..., 2, 1] = 20.0  # row y=2, column x=1
+        out_shape = [batch, 68, 4, 4]
+        red_shape = np.array([-1, 1, 1, 1], np.int64)
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Reshape", ["m", "shape"], ["m2"]),
+        helper.make_node("Mul", ["m2", "gain"], ["g"]),
+        helper.make_node("Add", ["g", "const"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, S, S])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(red_shape, "shape"),
+                     numpy_helper.from_array(np.array(gain, np.float32), "gain"),
+                     numpy_helper.from_array(const.astype(np.float32), "const")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # old enough for any onnxruntime >= 1.17
+    onnx.checker.check_model(model)
+    path = Path(folder) / f"{name}.onnx"
+    path.write_bytes(model.SerializeToString())
+    meta = {"model": {"head": head, "input_size": S, "heatmap_size": 4, "num_points": 68},
+            "codec": {"decoder": "subpixel"}, "crop_scale": 1.25, "onnx_sha256": sha256(path)}
+    meta.update(meta_extra or {})
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+def expected(crops: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    m = to_input(crops).mean(axis=(1, 2, 3))
+    return tiny_points()[None] + gain * m[:, None, None]
+
+
+def random_crops(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, S, S, 3), dtype=np.uint8)
+
+
+def test_predict_crops_matches_graph_and_chunks(tmp_path):
+    p = OnnxPredictor(write_tiny_model(tmp_path, gain=3.0))
+    assert p.input_size == S and p.crop_scale == 1.25 and p.meta["model"]["head"] == "regression"
+    p.chunk = 4  # force several chunks, including a partial last one
+    crops = random_crops(10)
+    out = p.predict_crops(crops)
+    assert out.shape == (10, 68, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected(crops, 3.0), atol=1e-4)
+    # One crop without a batch axis, and an empty batch
+    np.testing.assert_allclose(p.predict_crops(crops[3]), expected(crops[3:4], 3.0), atol=1e-4)
+    assert p.predict_crops(crops[:0]).shape == (0, 68, 2)
+
+
+def test_fixed_batch_model_is_padded(tmp_path):
+    p = OnnxPredictor(write_tiny_model(tmp_path, batch=4))
+    assert p.chunk == 4
+    crops = random_crops(6, seed=1)
+    np.testing.assert_allclose(p.predict_crops(crops), expected(crops), atol=1e-4)
+
+
+def test_integral_head_is_decoded_to_crop_pixels(tmp_path):
+    p = OnnxPredictor(write_tiny_model(tmp_path, head="integral"))
+    out = p.predict_crops(random_crops(2))
+    # Soft-argmax of a sharp peak at heatmap cell (x=1, y=2) of a 4x4 map; heatmap -> crop pixels:
+    # x_crop = (x_hm + 0.5) * S / 4 - 0.5
+    want = np.array([(1 + 0.5) * S / 4 - 0.5, (2 + 0.5) * S / 4 - 0.5])
+    np.testing.assert_allclose(out, np.broadcast_to(want, out.shape), atol=0.05)
+
+
+def test_model_paths_accept_any_spelling(tmp_path):
+    for given in ("m", "m.onnx", "m.json"):
+        o, j = model_paths(tmp_path / given)
+        assert (o.name, j.name) == ("m.onnx", "m.json")
+
+
+def test_checksum_mismatch_names_the_file(tmp_path):
+    path = write_tiny_model(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["onnx_sha256"] = "0" * 64
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"tiny\.onnx.*checksum"):
+        OnnxPredictor(path)
+    # verify=False is the escape hatch
+    assert OnnxPredictor(path, verify=False).input_size == S
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("no_json", r"tiny\.json: no such model metadata"),
+    ("bad_json", r"tiny\.json: not valid JSON"),
+    ("no_head", r"tiny\.json: metadata must hold"),
+    ("no_onnx", r"tiny\.onnx: no such ONNX model"),
+    ("broken_onnx", r"tiny\.onnx: cannot load"),
+    ("size_mismatch", r"does not match \(N, 3, 64, 64\)"),
+])
+def test_bad_model_files_give_clear_errors(tmp_path, problem, match):
+    path = write_tiny_model(tmp_path)
+    js = path.with_suffix(".json")
+    meta = json.loads(js.read_text())
+    if problem == "no_json":
+        js.unlink()
+    elif problem == "bad_json":
+        js.write_text("{not json")
+    elif problem == "no_head":
+        js.write_text(json.dumps({"crop_scale": 1.25}))
+    elif problem == "no_onnx":
+        path.unlink()
+    elif problem == "broken_onnx":
+        path.write_bytes(b"not an onnx file")
+        meta["onnx_sha256"] = sha256(path)
+        js.write_text(json.dumps(meta))
+    elif problem == "size_mismatch":
+        meta["model"]["input_size"] = 64
+        js.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=match):
+        OnnxPredictor(path)
+
+
+def test_wrong_crops_are_rejected(tmp_path):
+    p = OnnxPredictor(write_tiny_model(tmp_path))
+    with pytest.raises(ValueError, match=r"crops must be \(N, 32, 32, 3\)"):
+        p.predict_crops(np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        p.predict_crops(np.zeros((2, S, S, 3), np.float32))
+
+
+def test_predictor_and_geometry_round_trip(tmp_path):
+    """Crop with geometry, predict, map back: constant crop points land where the matrix says."""
+    p = OnnxPredictor(write_tiny_model(tmp_path, gain=0.0))
+    img = np.zeros((100, 120, 3), np.uint8)
+    boxes = np.array([[10, 20, 50, 70], [60, 5, 110, 45]], float)
+    crops, mats = geometry.crops_from_boxes(img, boxes, S, p.crop_scale)
+    pts = geometry.points_to_image(p.predict_crops(crops), mats)
+    for b, m, q in zip(boxes, mats, pts):
+        np.testing.assert_allclose(geometry.apply_affine(q, m), tiny_points(), atol=1e-3)
+        centre = q.mean(axis=0)  # the ring is centred on the crop centre = the box centre
+        np.testing.assert_allclose(centre, [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], atol=0.6)

@@ -378,3 +378,11 @@ def test_torch_predictor_heatmap_peaks():
     pts = pred.predict_crops(np.zeros((1, 64, 64, 3), np.uint8))
     # cell (row 2, col 5) of an 8x8 map on a 64 px crop: centre (5.5 * 8 - 0.5, 2.5 * 8 - 0.5)
     np.testing.assert_allclose(pts[0, 0], [43.5, 19.5], atol=1e-4)
+
+
+def test_torch_predictor_keeps_model_device_by_default():
+    m = build_model(tiny(head="regression")).to("meta")  # a device other than the CPU default
+    pred = TorchPredictor(m, {"model": to_dict(m.cfg), "codec": {}, "crop_scale": 1.25})
+    assert pred.device.type == "meta" and next(pred.model.parameters()).device.type == "meta"
+    with pytest.raises(ValueError, match="crop_scale"):
+        TorchPredictor(m, {"model": to_dict(m.cfg)})

@@ -168,9 +168,10 @@ class TorchPredictor:
 
     ``predict_crops(crops uint8 (N, S, S, 3)) -> float32 (N, 68, 2)`` points in crop pixels,
     via :func:`lightmark.imaging.to_input`, the model and :func:`lightmark.heatmap.decode`.
+    The model is put in eval mode (a caller validating mid-training switches it back).
     """
 
-    def __init__(self, model: nn.Module, meta: dict, device: Union[str, torch.device] = "cpu",
+    def __init__(self, model: nn.Module, meta: dict, device: Union[str, torch.device, None] = None,
                  batch_size: int = 64) -> None:
         if "model" not in meta:
             raise ValueError("TorchPredictor: meta has no 'model' entry (the ModelConfig)")
@@ -185,6 +186,11 @@ class TorchPredictor:
         self.meta = meta
         self.input_size: int = int(self.model_cfg.input_size)
         self.crop_scale: float = float(meta["crop_scale"])
+        # Default: stay where the model is, so validating a model mid-training on a GPU neither
+        # moves it to the CPU nor copies it.
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else "cpu"
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.model = model.to(self.device).eval()

@@ -156,3 +156,20 @@ def test_bad_mapping_and_model_files(tmp_path):
         FaceDetector(junk)
     with pytest.raises(ValueError, match="score_threshold"):
         FaceDetector(score_threshold=1.5)
+
+
+def test_fit_box_mapping_reproduces_the_bundled_fit(detector):
+    if not HELEN.is_dir():
+        pytest.skip(f"shared data missing: {HELEN}")
+    pytest.importorskip("lightmark.data.readers")
+    from lightmark.runtime.detector import fit_box_mapping
+
+    m = fit_box_mapping([HELEN], limit_per_dataset=25, detector=detector, seed=1)
+    bundled = load_box_mapping()
+    assert m["fitted_on"]["n"] == 25 and m["fitted_on"]["detected_fraction"] == 1.0
+    # 25 faces give the same mapping as the full fit, within the spread of single faces
+    assert m["side_ratio"] == pytest.approx(bundled["side_ratio"], abs=0.05)
+    assert m["crop_shift"][1] == pytest.approx(bundled["crop_shift"][1], abs=0.03)
+    assert m["crop_scale"] == pytest.approx(1.25 * m["side_ratio"], rel=1e-3)
+    with pytest.raises(ValueError, match="only 5 faces matched"):
+        fit_box_mapping([HELEN], limit_per_dataset=5, detector=detector)

@@ -44,9 +44,9 @@ def helen_image() -> Path:
     return paths[0]
 
 
-def ring_in_image(box, scale, shift) -> np.ndarray:
+def ring_in_image(box, scale, shift, radius=(13.0, 12.0)) -> np.ndarray:
     m = geometry.crop_matrix_from_box(box, S, scale, shift)
-    return geometry.apply_affine(tiny_points(), geometry.invert_affine(m))
+    return geometry.apply_affine(tiny_points(radius), geometry.invert_affine(m))
 
 
 def test_landmarker_is_exported_lazily(lm):
@@ -61,10 +61,10 @@ def test_predict_landmark_box_maps_back_to_image_pixels(lm):
     pts = lm.predict(img, box, box_kind="landmarks")
     assert pts.shape == (68, 2) and pts.dtype == np.float32
     np.testing.assert_allclose(pts, ring_in_image(box, 1.25, (0, 0)), atol=1e-3)
-    # the ring is centred on the box centre; its x radius is 8 crop pixels = 8 * side / S image pixels
+    # the ring is centred on the box centre; its x radius is 13 crop pixels = 13 * side / S image pixels
     np.testing.assert_allclose(pts.mean(axis=0), [140.0, 85.0], atol=1e-3)
     side = 1.25 * 90
-    assert np.ptp(pts[:, 0]) == pytest.approx(2 * 8 * side / S, rel=1e-3)
+    assert np.ptp(pts[:, 0]) == pytest.approx(2 * 13 * side / S, rel=1e-3)
 
 
 def test_predict_face_box_uses_detector_mapping(lm):
@@ -83,13 +83,26 @@ def test_predict_face_box_uses_detector_mapping(lm):
     np.testing.assert_allclose(lm.predict(img, box + [0.99]), pts, atol=1e-6)
 
 
-def test_refine_recrops_on_predicted_landmarks(model_path):
+def test_refine_recrops_on_predicted_landmarks(tmp_path):
     img = np.zeros((200, 300, 3), np.uint8)
     box = (100, 40, 180, 140)
-    lm2 = Landmarker(model=model_path, refine=True)
-    first = ring_in_image(box, *lm2.face_box_mapping())
-    want = ring_in_image(geometry.landmark_box(first), 1.25, (0, 0))
+    r = (11.0, 9.0)  # a smaller face than the crop expects: the second crop zooms in on it
+    lm2 = Landmarker(model=write_tiny_model(tmp_path, gain=0.0, radius=r), refine=True)
+    first = ring_in_image(box, *lm2.face_box_mapping(), radius=r)
+    want = ring_in_image(geometry.landmark_box(first), 1.25, (0, 0), radius=r)
+    assert np.abs(want - first).max() > 1.0, "the second pass must change something to be tested"
     np.testing.assert_allclose(lm2.predict(img, box), want, atol=1e-3)
+
+
+def test_refine_skips_implausible_first_answers(tmp_path):
+    # A model answering a collapsed face (a ring of 3 of 32 pixels) must not be re-cropped on it:
+    # the second crop would be 5x smaller and feed on its own error.
+    small = write_tiny_model(tmp_path, name="collapsed", gain=0.0, radius=(1.5, 1.5))
+    box = (100, 40, 180, 140)
+    img = np.zeros((200, 300, 3), np.uint8)
+    refined = Landmarker(model=small, refine=True).predict(img, box)
+    plain = Landmarker(model=small, refine=False).predict(img, box)
+    np.testing.assert_allclose(refined, plain, atol=1e-6)
 
 
 def test_predict_batch_and_paths(lm, tmp_path):

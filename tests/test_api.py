@@ -92,6 +92,9 @@ def test_refine_recrops_on_predicted_landmarks(tmp_path):
     want = ring_in_image(geometry.landmark_box(first), 1.25, (0, 0), radius=r)
     assert np.abs(want - first).max() > 1.0, "the second pass must change something to be tested"
     np.testing.assert_allclose(lm2.predict(img, box), want, atol=1e-3)
+    # a tight landmark box is already the training crop: one pass only
+    np.testing.assert_allclose(lm2.predict(img, box, box_kind="landmarks"),
+                               ring_in_image(box, 1.25, (0, 0), radius=r), atol=1e-3)
 
 
 def test_refine_skips_implausible_first_answers(tmp_path):

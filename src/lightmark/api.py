@@ -14,7 +14,8 @@ second, better-centred crop and the model runs once more, at twice the model cos
 runs once either way). The detector mapping puts the crop centre within 3.4% (median; 90%: 7.4%) of
 the ideal crop side on held-out AFW, and its side within 0.86-1.11x (10-90%); refinement removes
 most of that spread when the model is good. Faces whose first answer is implausibly small or large
-(see ``REFINE_SIDE_RANGE``) keep their first answer.
+(see ``REFINE_SIDE_RANGE``) keep their first answer. ``box_kind="landmarks"`` boxes already give
+the training crop and are never refined, so evaluation on ground-truth boxes is a single pass.
 
 This module never imports torch unless ``backend="torch"`` or a ``.safetensors`` model is asked for.
 """
@@ -197,8 +198,9 @@ class Landmarker:
         else:
             scale, shift = self.crop_scale, (0.0, 0.0)
         pts = self._run(img, b, scale, shift)
-        if self.refine and len(b):
+        if self.refine and box_kind == "face" and len(b):
             # Second pass on the predicted landmarks' own box: the training crop, up to model error.
+            # (A "landmarks" box already gives the training crop: nothing to refine.)
             lm_boxes = np.stack([_safe_landmark_box(p) for p in pts])
             # Refine only faces whose first answer is plausible: a crop of the new box must be
             # within REFINE_SIDE_RANGE of the first crop's side. A collapsed or exploded prediction

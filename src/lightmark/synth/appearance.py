@@ -197,10 +197,10 @@ class BackgroundPool:
         h, w = img.shape[:2]
         pts = self.records[i].points
         lo, hi = pts.min(axis=0), pts.max(axis=0)
-        pad = 0.15 * (hi - lo)
+        pad = 0.08 * (hi - lo)
         lo, hi = lo - pad, hi + pad
         for _ in range(8):
-            s = int(rng.uniform(0.18, 0.4) * min(h, w))
+            s = max(16, int(rng.uniform(0.12, 0.3) * min(h, w)))
             x, y = int(rng.integers(0, max(1, w - s))), int(rng.integers(0, max(1, h - s)))
             # Keep only squares that miss the (padded) face box entirely.
             if x + s < lo[0] or x > hi[0] or y + s < lo[1] or y > hi[1]:
@@ -243,6 +243,9 @@ def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
             yy, xx = np.mgrid[:size, :size]
             s = np.sin((np.cos(a) * xx + np.sin(a) * yy) * 2 * np.pi / rng.uniform(6, 40))
             img = img * (1 + 0.25 * s[..., None])
+    # Real scenes are far less saturated than uniform random colours.
+    grey = img.mean(axis=2, keepdims=True)
+    img = grey + rng.uniform(0.15, 0.7) * (img - grey)
     img = img + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(1, 6)
     return np.clip(img, 0, 255).astype(np.uint8)
 

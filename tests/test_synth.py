@@ -1,0 +1,172 @@
+"""Tests of the ICT-model data engine (lightmark.synth): rasteriser, synthetic faces, the
+FaceSynthetics files they are written to, the contour jaw, and 3D profiling of real faces."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightmark.synth import camera
+from lightmark.synth.raster import RasterError, quads_to_triangles, rasterize
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ICT = SHARED / "models" / "ict_face_model" / "ict_face_model.npz"
+HELEN = SHARED / "data" / "300w" / "helen_trainset"
+
+needs_ict = pytest.mark.skipif(not ICT.is_file(), reason="shared ICT face model not found")
+
+
+# ------------------------------------------------------------------------------------------
+# rasteriser and camera (no data needed)
+
+
+def test_raster_covers_triangle_area_and_keeps_the_nearest():
+    xy = np.array([[10.0, 10.0], [10.0, 50.0], [50.0, 10.0],  # counter-clockwise on screen: visible
+                   [0.0, 0.0], [0.0, 63.0], [63.0, 0.0]])
+    depth = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+    # Screen winding with y down: (10,10) -> (10,50) -> (50,10) has negative signed area.
+    r = rasterize(xy, depth, np.array([[0, 1, 2], [3, 4, 5]]), 64, 64)
+    assert abs(int((r.tri == 0).sum()) - 0.5 * 40 * 40) <= 61  # area + the 41+41-1 pixels on its edges / 2
+    assert r.tri[20, 20] == 0 and r.tri[5, 5] == 1  # the near triangle wins where both cover
+    assert abs(float(r.depth[20, 20]) - 1.0) < 1e-5
+    np.testing.assert_allclose(r.bary[r.mask].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_raster_culls_back_faces():
+    xy = np.array([[10.0, 10.0], [50.0, 10.0], [10.0, 50.0]])  # clockwise on screen: back face
+    tri = np.array([[0, 1, 2]])
+    assert not rasterize(xy, np.ones(3), tri, 64, 64).mask.any()
+    assert rasterize(xy, np.ones(3), tri, 64, 64, cull="none").mask.sum() > 700
+    with pytest.raises(RasterError):
+        rasterize(xy, np.ones(3), tri, 64, 64, cull="front-ish")
+
+
+def test_quads_to_triangles():
+    t = quads_to_triangles(np.array([[0, 1, 2, 3], [4, 5, 6, -1]]))
+    assert t.tolist() == [[0, 1, 2], [4, 5, 6], [0, 2, 3]]
+
+
+def test_pose_angles_round_trip():
+    for ypr in [(0, 0, 0), (60, -20, 10), (-85, 35, -25)]:
+        np.testing.assert_allclose(camera.angles(camera.rotation(*ypr)), ypr, atol=1e-9)
+    # +yaw turns the nose (model +z) towards image right (+x in camera space).
+    nose = camera.to_camera(np.array([[0.0, 0.0, 10.0]]), camera.rotation(30, 0, 0), np.array([0, 0, 50.0]))
+    assert nose[0, 0] > 0
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic faces
+
+
+def _face(yaw: float, pitch: float = 0.0, roll: float = 0.0, seed: int = 3, size: int = 160):
+    from lightmark.synth import faces
+
+    rng = np.random.default_rng(seed)
+    m = faces.prepare().model
+    p = faces.sample_params(rng, m, size)
+    p.update(yaw=yaw, pitch=pitch, roll=roll, expr=np.zeros_like(p["expr"]))
+    return faces.render_face(rng, size, params=p, occluders=False)
+
+
+@needs_ict
+def test_landmarks_land_on_the_rendered_face():
+    f = _face(yaw=5.0)
+    pts = np.round(f.points).astype(int)
+    # At a near-frontal pose every non-jaw landmark is on the rendered head ...
+    assert f.head_mask[pts[17:, 1], pts[17:, 0]].all()
+    # ... and the nose tip, eyes and mouth corners on the face area itself.
+    assert f.face_mask[pts[[30, 36, 45, 48, 54], 1], pts[[30, 36, 45, 48, 54], 0]].all()
+    # Pupils sit between the eye corners.
+    assert pts[36, 0] < f.pupils[0, 0] < pts[39, 0] and pts[42, 0] < f.pupils[1, 0] < pts[45, 0]
+    assert f.image.shape == (160, 160, 3) and f.image.dtype == np.uint8
+    assert set(np.unique(f.seg)) >= {0, 1, 3, 4}  # background, skin, both eyes
+
+
+@needs_ict
+def test_yaw_moves_the_nose_towards_the_turn():
+    left, right = _face(yaw=-60.0), _face(yaw=60.0)
+
+    def nose_offset(f):  # nose tip relative to the eye-corner midpoint, in inter-ocular units
+        mid = (f.points[36] + f.points[45]) / 2
+        return (f.points[30, 0] - mid[0]) / np.linalg.norm(f.points[45] - f.points[36])
+
+    assert nose_offset(right) > 0.3 and nose_offset(left) < -0.3
+
+
+@needs_ict
+@pytest.mark.parametrize("yaw", [-55.0, 0.0, 55.0])
+def test_contour_jaw_lies_on_the_silhouette(yaw):
+    from lightmark.synth.faces import jaw_directions  # noqa: F401  (the rule under test)
+
+    f = _face(yaw=yaw)
+    h, w = f.face_mask.shape
+    moved = 0
+    for i in [j for j in range(17) if j != 8]:
+        x, y = f.contour[i]
+        row = int(round(float(y)))
+        assert abs(y - f.points[i, 1]) < 1e-5  # only x moves
+        if not f.face_mask[row].any():
+            continue
+        xi = int(x)
+        assert x == xi and f.face_mask[row, xi]
+        # Outward of the point (either way along the row) the face ends there: a silhouette pixel.
+        cols = np.flatnonzero(f.face_mask[row])
+        assert xi in (cols.min(), cols.max())
+        moved += abs(x - f.points[i, 0]) > 0.5
+    if yaw != 0.0:
+        assert moved >= 3  # on a turned face the hidden side's jaw moves to the outline
+    np.testing.assert_array_equal(f.contour[17:], f.points[17:])
+
+
+@needs_ict
+def test_render_dataset_files_round_trip_through_the_reader(tmp_path):
+    from lightmark.data.readers import open_dataset
+    from lightmark.synth.faces import MANIFEST, render_dataset
+
+    stats = render_dataset(tmp_path / "a", 3, seed=7, size=96, seg=True)
+    assert stats["n"] == 3 and stats["images_per_s"] > 0
+    ds = open_dataset(tmp_path / "a")
+    assert ds.kind == "facesynthetics" and len(ds) == 3
+    s = ds[0]
+    assert s.image.shape == (96, 96, 3)
+    lines = (tmp_path / "a" / "000000_ldmks.txt").read_text().splitlines()
+    assert len(lines) == 70
+    np.testing.assert_allclose(s.points, np.loadtxt(lines)[:68], atol=1e-3)
+    contour = np.loadtxt(tmp_path / "a" / "000000_ldmks_contour.txt")
+    assert contour.shape == (70, 2)
+    np.testing.assert_allclose(contour[17:], np.loadtxt(lines)[17:], atol=1e-6)
+    assert (tmp_path / "a" / "000000_seg.png").is_file()
+    man = json.loads((tmp_path / "a" / MANIFEST).read_text())
+    assert man["seed"] == 7 and len(man["images"]) == 3 and "yaw" in man["images"][0]
+    # jaw="contour" swaps which convention is the main label file.
+    render_dataset(tmp_path / "b", 1, seed=7, size=96, jaw="contour")
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "b" / "000000_ldmks.txt"), contour, atol=1e-6)
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "b" / "000000_ldmks_3d.txt"), np.loadtxt(lines), atol=1e-6)
+
+
+@needs_ict
+def test_render_dataset_is_deterministic(tmp_path):
+    from lightmark.synth.faces import render_dataset
+
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        render_dataset(tmp_path / name, 2, seed=seed, size=80)
+    for f in ("000000.png", "000001_ldmks.txt"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+        assert (tmp_path / "a" / f).read_bytes() != (tmp_path / "c" / f).read_bytes()
+    # A slice of a run renders the same image as the whole run.
+    render_dataset(tmp_path / "d", 1, seed=1, size=80, start=1)
+    assert (tmp_path / "d" / "000001.png").read_bytes() == (tmp_path / "a" / "000001.png").read_bytes()
+
+
+@needs_ict
+@pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2.5), dict(size=16), dict(size=5000),
+                                    dict(jaw="2d"), dict(start=-1)])
+def test_render_dataset_rejects_bad_parameters(tmp_path, kwargs):
+    from lightmark.synth.faces import render_dataset
+
+    args = dict(n=1, size=64) | kwargs
+    with pytest.raises(ValueError):
+        render_dataset(tmp_path, **args)
+    assert not list(tmp_path.glob("*.png"))

@@ -170,3 +170,101 @@ def test_render_dataset_rejects_bad_parameters(tmp_path, kwargs):
     with pytest.raises(ValueError):
         render_dataset(tmp_path, **args)
     assert not list(tmp_path.glob("*.png"))
+
+
+# ------------------------------------------------------------------------------------------
+# 3D profiling
+
+
+def _ortho_face(yaw: float, seed: int = 1):
+    """A face rendered with a near-orthographic camera and no expression: the fitter's own model."""
+    from lightmark.synth import faces
+
+    rng = np.random.default_rng(seed)
+    m = faces.prepare().model
+    p = faces.sample_params(rng, m, 256)
+    p.update(yaw=yaw, pitch=0.0, roll=0.0, fov_deg=1.0, focal=128 / np.tan(np.deg2rad(0.5)),
+             expr=np.zeros_like(p["expr"]))
+    return faces.render_face(rng, 256, params=p, occluders=False)
+
+
+@needs_ict
+def test_fit_recovers_pose_and_reprojects_close_to_the_input():
+    from lightmark.synth.profile import fit_ict
+
+    for yaw in (0.0, 35.0):
+        f = _ortho_face(yaw)
+        fit = fit_ict(f.contour, (256, 256))
+        face_w = np.ptp(f.points[:, 0])
+        assert fit.error_nonjaw_px < 0.02 * face_w  # model-generated labels: nearly exact
+        assert fit.error_px < 0.05 * face_w
+        assert abs(fit.yaw_pitch_roll[0] - yaw) < 6.0
+        assert abs(fit.yaw_pitch_roll[1]) < 10.0
+
+
+@pytest.mark.skipif(not (ICT.is_file() and HELEN.is_dir()), reason="ICT model or HELEN not found")
+def test_fit_and_profile_a_real_face():
+    from lightmark.data.readers import open_dataset
+    from lightmark.synth.profile import fit_ict, profile, profile_face
+
+    s = open_dataset(HELEN)[5]
+    h, w = s.image.shape[:2]
+    fit = fit_ict(s.points, (w, h))
+    face_w = np.ptp(s.points[:, 0])
+    assert fit.error_nonjaw_px < 0.04 * face_w  # a few pixels on a ~190 px face
+    yaw0 = fit.yaw_pitch_roll[0]
+
+    def nose_offset(p):  # nose tip relative to the outer eye corners' midpoint, inter-ocular units
+        mid = (p[36] + p[45]) / 2
+        return (p[30, 0] - mid[0]) / np.linalg.norm(p[45] - p[36])
+
+    r = profile(s.image, s.points, 40.0, fit=fit)
+    assert r.image.shape == s.image.shape and r.points.shape == (68, 2)
+    assert nose_offset(r.points) > nose_offset(s.points) + 0.2  # the head turned to image right
+    assert abs(r.info["yaw"] - (yaw0 + 40.0)) < 0.01  # rounded in the info
+    img, pts = profile_face(s.image, s.points, -40.0, fit=fit)
+    assert nose_offset(pts) < nose_offset(s.points) - 0.2
+    assert not np.array_equal(img, s.image)
+    # Away from the face the photo is unchanged (the warp is local).
+    np.testing.assert_array_equal(img[:4, :4], s.image[:4, :4])
+
+
+@needs_ict
+@pytest.mark.parametrize("bad", [dict(points=np.zeros((67, 2))), dict(points=np.full((68, 2), np.nan)),
+                                 dict(yaw=75.0), dict(yaw=float("nan"))])
+def test_profile_rejects_bad_input(bad):
+    from lightmark.synth.profile import profile_face
+
+    f = _ortho_face(0.0)
+    pts = bad.get("points", f.points)
+    with pytest.raises(ValueError):
+        profile_face(f.image, pts, bad.get("yaw", 20.0))
+
+
+@needs_ict
+def test_fit_rejects_bad_input():
+    from lightmark.synth.profile import fit_ict
+
+    pts = _ortho_face(0.0).points
+    with pytest.raises(ValueError):
+        fit_ict(pts, (8, 8))
+    with pytest.raises(ValueError):
+        fit_ict(pts[:, :1], (256, 256))
+
+
+@pytest.mark.skipif(not (ICT.is_file() and HELEN.is_dir()), reason="ICT model or HELEN not found")
+def test_profile_main_writes_a_readable_data_set(tmp_path):
+    from lightmark.data.readers import open_dataset
+    from lightmark.synth.profile import profile_main
+
+    stats = profile_main(str(HELEN), str(tmp_path), 2, seed=3, max_yaw=45.0)
+    assert stats["n"] == 2 and stats["fit_error_px_mean"] < 15
+    ds = open_dataset(tmp_path)
+    assert len(ds) == 2 and ds[0].image.shape[2] == 3
+    assert (tmp_path / "000000_ldmks_contour.txt").is_file()
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert all(15.0 <= abs(im["yaw_delta"]) <= 45.0 or abs(im["yaw"]) >= 89.9 for im in man["images"])
+    with pytest.raises(ValueError):
+        profile_main(str(HELEN), str(tmp_path / "x"), 1, max_yaw=80.0)
+    with pytest.raises(ValueError):
+        profile_main(str(HELEN), str(tmp_path / "x"), 0)

@@ -1,0 +1,152 @@
+"""Training: end to end (train, save, reload, evaluate, export, predict), resume, repeatability, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lightmark.config import AugmentConfig, Config, DataSource, ModelConfig, TrainConfig  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+HELEN = SHARED / "300w" / "helen_trainset"
+AFW = SHARED / "300w" / "afw"
+pytestmark = pytest.mark.skipif(not HELEN.is_dir(), reason="../shared data not present")
+
+
+def tiny_config(out: Path, epochs: int = 2, head: str = "integral", **train_kw) -> Config:
+    """A model and run small enough for a few seconds of CPU."""
+    loss = "mse" if head == "heatmap" else "l1"
+    return Config(
+        name="tiny",
+        model=ModelConfig(backbone="shufflenet_v2_noconv5", width=0.5, input_size=64, head=head,
+                          head_channels=16, heatmap_size=8),
+        train_data=[DataSource(path=str(HELEN), limit=24)],
+        val_data=str(AFW),
+        augment=AugmentConfig(rotation_deg=20, scale=0.1, translate=0.05, flip=0.5, grayscale=0.3),
+        train=TrainConfig(epochs=epochs, batch_size=4, optimizer="adamw", lr=0.003, schedule="cosine",
+                          loss=loss, steps_per_epoch=3, val_limit=8, threads=1, **train_kw),
+        out_dir=str(out),
+    )
+
+
+def test_end_to_end(tmp_path: Path) -> None:
+    from lightmark.api import Landmarker
+    from lightmark.evaluate import evaluate
+    from lightmark.export import export_onnx
+    from lightmark.models import TorchPredictor, load_model
+    from lightmark.train import train
+
+    state = train(tiny_config(tmp_path / "run"), log=lambda _m: None)
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert all(np.isfinite(row["loss"]) and row["n"] == 8 for row in state["history"])
+    for name in ("last.safetensors", "last.json", "last_state.json", "best.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+    model, meta = load_model(tmp_path / "run" / "last.safetensors")
+    assert meta["model"]["input_size"] == 64 and meta["epoch"] == 2
+    report = evaluate(TorchPredictor(model, meta), str(AFW), progress=False)
+    assert report["summary"]["n"] == 337 and np.isfinite(report["summary"]["nme_box"])
+    onnx_path = export_onnx(tmp_path / "run" / "last.safetensors", tmp_path / "tiny.onnx")
+    lm = Landmarker(model=onnx_path)
+    from lightmark.data.readers import open_dataset
+
+    sample = open_dataset(str(AFW), limit=1)[0]
+    box = (*sample.points.min(0), *sample.points.max(0))
+    pts = lm.predict(sample.image, box, box_kind="landmarks")
+    torch_pts = Landmarker(model=tmp_path / "run" / "last.safetensors").predict(
+        sample.image, box, box_kind="landmarks")
+    assert pts.shape == (68, 2) and pts.dtype == np.float32
+    assert np.abs(pts - torch_pts).max() < 0.01  # ONNX matches torch to 0.01 px
+
+
+def test_repeatable_and_resume_is_identical(tmp_path: Path) -> None:
+    """Fixed seeds repeat a run exactly; a run stopped after epoch 1 and resumed ends the same."""
+    from lightmark import train as train_mod
+    from lightmark.models import load_model
+
+    train_mod.train(tiny_config(tmp_path / "full", epochs=2), log=lambda _m: None)
+    train_mod.train(tiny_config(tmp_path / "again", epochs=2), log=lambda _m: None)
+    a, _ = load_model(tmp_path / "full" / "last.safetensors")
+    c, _ = load_model(tmp_path / "again" / "last.safetensors")
+    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
+        assert torch.equal(va, vc), f"fixed seeds must give identical runs ({k})"
+    cfg = tiny_config(tmp_path / "part", epochs=2, max_minutes=1e-9)  # stops after epoch 1
+    s1 = train_mod.train(cfg, log=lambda _m: None)
+    assert s1["epoch"] == 1
+    s2 = train_mod.train(tiny_config(tmp_path / "part", epochs=2),
+                         resume=str(tmp_path / "part" / "last"), log=lambda _m: None)
+    assert s2["epoch"] == 2 and len(s2["history"]) == 2
+    b, _ = load_model(tmp_path / "part" / "last.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-6), f"resumed run differs at {k}"
+
+
+def test_seed_heatmap_head_trains(tmp_path: Path) -> None:
+    from lightmark.train import train
+
+    state = train(tiny_config(tmp_path / "hm", epochs=1, head="heatmap"), log=lambda _m: None)
+    assert np.isfinite(state["history"][0]["loss"])
+
+
+def test_bad_config_and_resume_errors(tmp_path: Path) -> None:
+    from lightmark.train import apply_overrides, load_checkpoint, train
+
+    with pytest.raises(ValueError, match="train_data"):
+        train(Config(), log=lambda _m: None)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_overrides(Config(), ["epochs"])
+    with pytest.raises(ValueError, match="not a section"):
+        apply_overrides(Config(), ["nothing.epochs=3"])
+    with pytest.raises(FileNotFoundError, match="_state"):
+        load_checkpoint(tmp_path / "missing", None, None)  # type: ignore[arg-type]
+
+
+def test_skip_bad_counts_unreadable_images(tmp_path: Path) -> None:
+    import shutil
+
+    from lightmark.data.readers import DataError
+    from lightmark.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for pts in sorted(HELEN.glob("*.pts"))[:6]:
+        shutil.copy(pts, data / pts.name)
+        shutil.copy(pts.with_suffix(".jpg"), data / f"{pts.stem}.jpg")
+    (data / f"{sorted(HELEN.glob('*.pts'))[0].stem}.jpg").write_bytes(b"\xff\xd8 truncated")
+    cfg = tiny_config(tmp_path / "run", epochs=1)
+    cfg.train_data = [DataSource(path=str(data))]
+    cfg.val_data = None
+    with pytest.raises(DataError, match="truncated|cannot read"):
+        train(cfg, log=lambda _m: None)
+    messages: list[str] = []
+    state = train(cfg, skip_bad=True, log=messages.append)
+    assert state["epoch"] == 1
+    assert any("skipped 1 bad sample" in m for m in messages)
+
+
+def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) runs a few steps and writes one checkpoint."""
+    cfg_path = tmp_path / "ddp.yaml"
+    import yaml
+
+    from lightmark.config import to_dict
+
+    cfg = tiny_config(tmp_path / "run", epochs=1)
+    cfg.val_data = None
+    cfg_path.write_text(yaml.safe_dump(to_dict(cfg)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29533", "-m", "lightmark.train", str(cfg_path)],
+        capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    # each of the 2 ranks took 3 steps of 4 images: 24 images in the epoch
+    assert (tmp_path / "run" / "last.safetensors").is_file()

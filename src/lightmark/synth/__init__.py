@@ -6,7 +6,7 @@ from __future__ import annotations
 
 _EXPORTS = {
     "render_dataset": "faces", "synth_main": "faces", "render_face": "faces",
-    "fit_ict": "profile", "profile_face": "profile", "profile": "profile",
+    "fit_ict": "profile", "profile_face": "profile",
     "profile_main": "profile", "FitResult": "profile",
 }
 

@@ -132,6 +132,7 @@ def prepare(model_path: Optional[str] = None) -> _Prepared:
     m = ict.load_ict(model_path)
     w = appearance.region_weights(m.path)
     inner = np.isin(m.tri_region, [ict.GUMS, ict.TEETH])
+    socket = m.tri_region == ict.SOCKET  # behind the eyeballs and lids: never seen, never drawn
     seg = np.full(m.n_verts, SEG["skin"], dtype=np.uint8)
     reg = m.vert_region
     x = m.neutral[:, 0]
@@ -144,7 +145,8 @@ def prepare(model_path: Optional[str] = None) -> _Prepared:
     seg[(w.brows > 0.5) & ~w.brow_right] = SEG["left_brow"]
     seg[(w.lips > 0.5) & w.upper_lip] = SEG["top_lip"]
     seg[(w.lips > 0.5) & ~w.upper_lip] = SEG["bottom_lip"]
-    return _Prepared(m, w, m.tris[~inner], m.tris, m.narrow_face[~inner], m.narrow_face, seg)
+    return _Prepared(m, w, m.tris[~inner & ~socket], m.tris[~socket], m.narrow_face[~inner & ~socket],
+                     m.narrow_face[~socket], seg)
 
 
 def pose_camera(verts: np.ndarray, model: ict.ICTModel, rot: np.ndarray, focal: float,
@@ -189,8 +191,9 @@ def jaw_directions(verts: np.ndarray, model: ict.ICTModel, rot: np.ndarray, tran
 def render_face(rng: np.random.Generator, size: int = 256,
                 backgrounds: Optional[appearance.BackgroundPool] = None,
                 model_path: Optional[str] = None, occluders: bool = True,
-                params: Optional[dict] = None) -> RenderedFace:
-    """One random face. ``params`` (from :func:`sample_params`) overrides the draw."""
+                params: Optional[dict] = None, seg: bool = True) -> RenderedFace:
+    """One random face. ``params`` (from :func:`sample_params`) overrides the draw; ``seg=False``
+    skips the segmentation labels (left all zero) to save time."""
     import cv2
 
     size = check_size(size)
@@ -230,18 +233,19 @@ def render_face(rng: np.random.Generator, size: int = 256,
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0.6)[..., None]
     img = bg.astype(np.float32) * (1 - alpha) + np.clip(colour * 255.0, 0, 255) * alpha
     # Per-pixel segmentation: class of the vertex with the largest barycentric weight.
-    seg = np.zeros((size, size), np.uint8)
-    t = tris[r.tri[mask]]
-    nearest = t[np.arange(len(t)), np.argmax(r.bary[mask], axis=1)]
-    vs = prep.vert_seg[nearest].copy()
-    vs[(hair[nearest] > 0.5) & (vs == SEG["skin"])] = SEG["hair"]
-    seg[mask] = vs
+    seg_img = np.zeros((size, size), np.uint8)
+    if seg:
+        t = tris[r.tri[mask]]
+        nearest = t[np.arange(len(t)), np.argmax(r.bary[mask], axis=1)]
+        vs = prep.vert_seg[nearest].copy()
+        vs[(hair[nearest] > 0.5) & (vs == SEG["skin"])] = SEG["hair"]
+        seg_img[mask] = vs
 
     pts = xy[m.landmarks68].astype(np.float32)
     face_mask = mask & narrow[np.maximum(r.tri, 0)]
     contour = contour_jaw(pts, face_mask, jaw_directions(verts, m, rot, trans, focal, centre))
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-    drawn = appearance.draw_occluders(rng, image, seg, pts, SEG, np.array(info["skin_rgb"])) if occluders else []
+    drawn = appearance.draw_occluders(rng, image, seg_img, pts, SEG, np.array(info["skin_rgb"])) if occluders else []
     if rng.uniform() < 0.3:
         s = rng.uniform(0.3, 1.1)
         image = cv2.GaussianBlur(image, (0, 0), s)
@@ -251,7 +255,7 @@ def render_face(rng: np.random.Generator, size: int = 256,
     meta = {"yaw": round(p["yaw"], 3), "pitch": round(p["pitch"], 3), "roll": round(p["roll"], 3),
             "fov_deg": round(p["fov_deg"], 2), "background": bg_kind, "occluders": drawn, **info}
     return RenderedFace(image=image, points=pts, contour=contour,
-                        pupils=xy[m.pupils].astype(np.float32), seg=seg, face_mask=face_mask,
+                        pupils=xy[m.pupils].astype(np.float32), seg=seg_img, face_mask=face_mask,
                         head_mask=mask, params=meta)
 
 
@@ -328,7 +332,7 @@ def render_dataset(out_dir: Union[str, Path], n: int, seed: int = 0, size: int =
         it = tqdm(it, desc="synth", unit="img")
     for i in it:
         rng = np.random.default_rng([seed, i])
-        f = render_face(rng, size, pool, prep.model.path, occluders=occluders)
+        f = render_face(rng, size, pool, prep.model.path, occluders=occluders, seg=seg)
         name = f"{i:06d}"
         write_sample(out, name, f.image, f.points, f.contour, f.pupils, jaw, f.seg if seg else None)
         images.append({"name": name, **f.params})

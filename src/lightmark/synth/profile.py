@@ -340,6 +340,8 @@ def profile(image: np.ndarray, points68: np.ndarray, yaw_delta_deg: float,
     dst_pts = np.vstack([centre + rays[ok] * dst_o[ok, None], fixed])
     mx, my = _piecewise_affine_map(src_pts, dst_pts, w, h)
     bg = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    # Outside the render the "face" layer is the background too, so the soft edge blends cleanly.
+    face = np.where(r1.mask[..., None], face, bg)
     alpha = cv2.GaussianBlur(r1.mask.astype(np.float32), (5, 5), 1.0)[..., None]
     out = np.clip(bg * (1 - alpha) + face * alpha + 0.5, 0, 255).astype(np.uint8)
 

@@ -111,7 +111,11 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, 
     bary = np.zeros((height * width, 3), dtype=np.float32)
     zimg = np.full(height * width, np.inf, dtype=np.float32)
     if pix.size:
-        order = np.lexsort((z, pix))  # by pixel, nearest first
+        # One float key sorts by pixel, then by depth within a pixel (depth scaled into [0, 1)):
+        # a single argsort is about twice as fast as lexsort.
+        zn = z.astype(np.float64)
+        zn = (zn - zn.min()) / (np.ptp(zn) * 1.001 + 1e-12)
+        order = np.argsort(pix + zn)
         ps = pix[order]
         first = np.ones(ps.size, dtype=bool)
         first[1:] = ps[1:] != ps[:-1]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import files
 from . import appearance, camera, ict
-from .raster import Raster, interpolate, rasterize, vertex_normals
+from .raster import interpolate, rasterize, vertex_normals
 
 MIN_SIZE = 64
 MAX_SIZE = 2048

@@ -248,7 +248,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .synth import profile_main
 
     stats = profile_main(data=args.data, out=args.out, n=args.n, seed=args.seed,
-                         max_yaw=args.max_yaw)
+                         max_yaw=args.max_yaw, jaw=args.jaw)
     print(json.dumps(stats))
     return 0
 
@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, required=True)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--max-yaw", type=float, default=60.0)
+    sp.add_argument("--jaw", default="3d", choices=["3d", "contour"],
+                    help="jaw convention written to _ldmks.txt (the other goes beside it)")
 
     sp = add("seed-table", cmd_seed_table, "Reproduce the seed's four-row augmentation table.")
     sp.add_argument("--config", default="configs/seed.yaml")

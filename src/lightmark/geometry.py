@@ -67,15 +67,16 @@ def crop_matrix(centre: Sequence[float], side: float, out_size: int, angle_deg: 
                 flip: bool = False) -> np.ndarray:
     """2x3 similarity matrix from image to crop coordinates.
 
-    The square of side ``side`` centred on ``centre`` (rotated by ``angle_deg``, counter-clockwise
-    as seen on screen) fills the ``out_size`` x ``out_size`` crop edge to edge. With ``flip`` the crop
+    The square of side ``side`` centred on ``centre`` fills the ``out_size`` x ``out_size`` crop
+    edge to edge; with ``angle_deg`` the image content appears turned counter-clockwise (as seen on
+    screen) by that angle in the crop. With ``flip`` the crop
     is mirrored left-right; the caller must also permute labels with :data:`FLIP_PERMUTATION`.
     """
     if side <= 0 or not np.isfinite(side):
         raise ValueError(f"crop side must be positive, got {side}")
     s = out_size / side
     a = np.deg2rad(angle_deg)
-    # y points down in images, so a screen-counter-clockwise turn of the content is this matrix.
+    # y points down in images, so this matrix turns content counter-clockwise on screen.
     rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) * s
     if flip:
         rot = np.diag([-1.0, 1.0]) @ rot

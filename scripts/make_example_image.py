@@ -16,12 +16,20 @@ from lightmark.files import atomic_path
 from lightmark.synth.faces import prepare, render_face, sample_params
 
 
+#: Three of the first 24 draws, chosen because the bundled detector boxes them cleanly (the example
+#: is a demonstration, not a measurement).
+SEEDS = (23, 20, 6)
+
+
 def main(out: str = "src/lightmark/assets/example.jpg") -> None:
     tiles = []
-    for i, (yaw, roll) in enumerate([(-20.0, 5.0), (0.0, 0.0), (25.0, -8.0)]):
-        rng = np.random.default_rng([2026, i])
+    for s in SEEDS:
+        rng = np.random.default_rng([2026, s])
         params = sample_params(rng, prepare().model, 320)
-        params.update(yaw=yaw, pitch=-5.0, roll=roll)
+        # near-frontal, mild expression: an ordinary snapshot
+        params.update(yaw=float(rng.uniform(-25, 25)), pitch=float(rng.uniform(-8, 5)),
+                      roll=float(rng.uniform(-8, 8)))
+        params["expr"] = params["expr"] * 0.3
         tiles.append(render_face(rng, size=320, params=params, occluders=False, seg=False).image)
     image = np.concatenate(tiles, axis=1)
     with atomic_path(out) as tmp:

@@ -172,13 +172,30 @@ class FaceDetector:
                                                 float(mapping["crop_shift"][1]))
         self.side_ratio: float = float(mapping.get("side_ratio", self.crop_scale / LANDMARK_CROP_SCALE))
 
+    def canvas_size(self, image: np.ndarray) -> tuple[int, int]:
+        """(width, height) of the image padded right/bottom to the detector's aspect ratio.
+
+        Letterboxing instead of stretching keeps faces their true shape in wide group photos and
+        tall portraits alike, so one box mapping fits every image shape.
+        """
+        h_in, w_in = self.input_hw
+        h, w = image.shape[:2]
+        if w * h_in >= h * w_in:
+            return w, int(np.ceil(w * h_in / w_in))
+        return int(np.ceil(h * w_in / h_in)), h
+
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> (1, 3, H_in, W_in) float32, as the detector was trained."""
+        """HxWx3 uint8 RGB -> (1, 3, H_in, W_in) float32, letterboxed with the normalisation's zero."""
         import cv2
 
-        h, w = self.input_hw
-        small = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        x = (small.astype(np.float32) - _MEAN) * _SCALE
+        h_in, w_in = self.input_hw
+        cw, ch = self.canvas_size(image)
+        h, w = image.shape[:2]
+        scale = min(w_in / cw, h_in / ch)
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        x = np.zeros((h_in, w_in, 3), np.float32)  # 0 after normalisation = pixel value 127
+        x[: small.shape[0], : small.shape[1]] = (small.astype(np.float32) - _MEAN) * _SCALE
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
     def detect(self, image: ImageLike) -> np.ndarray:
@@ -189,7 +206,8 @@ class FaceDetector:
         sel = face > self.score_threshold
         if not np.any(sel):
             return np.zeros((0, 5), np.float32)
-        b = boxes[0, sel].astype(np.float64) * np.array([img.shape[1], img.shape[0]] * 2)
+        cw, ch = self.canvas_size(img)
+        b = boxes[0, sel].astype(np.float64) * np.array([cw, ch] * 2)
         s = face[sel].astype(np.float64)
         # Degenerate boxes (zero width or height) cannot be cropped; drop them before NMS.
         ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])

@@ -268,3 +268,84 @@ def test_profile_main_writes_a_readable_data_set(tmp_path):
         profile_main(str(HELEN), str(tmp_path / "x"), 1, max_yaw=80.0)
     with pytest.raises(ValueError):
         profile_main(str(HELEN), str(tmp_path / "x"), 0)
+
+
+# ------------------------------------------------------------------------------------------
+# worker processes: the same files as one process
+
+SPEED_FIELDS = ("seconds", "images_per_s", "workers")
+
+
+def _same_output(a: Path, b: Path) -> None:
+    """The same files, byte for byte, and the same manifest apart from its speed record."""
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert any(n.endswith(".png") for n in names) and not any(n.endswith(".tmp") for n in names)
+    for n in names:
+        if n != "manifest.json":
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    assert ma["workers"] == 1 and mb["workers"] == 2
+    for k in SPEED_FIELDS:
+        ma.pop(k), mb.pop(k)
+    assert ma == mb
+
+
+@needs_ict
+def test_synth_workers_write_the_same_files(tmp_path):
+    from lightmark.synth.faces import synth_main
+
+    synth_main(str(tmp_path / "one"), 5, seed=4, size=64, seg=True)
+    stats = synth_main(str(tmp_path / "two"), 5, seed=4, size=64, seg=True, workers=2)
+    assert stats["n"] == 5 and stats["workers"] == 2
+    _same_output(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.skipif(not (ICT.is_file() and HELEN.is_dir()), reason="ICT model or HELEN not found")
+def test_profile_workers_write_the_same_files(tmp_path):
+    from lightmark.synth.profile import profile_main
+
+    profile_main(str(HELEN), str(tmp_path / "one"), 4, seed=5, jaw="contour")
+    stats = profile_main(str(HELEN), str(tmp_path / "two"), 4, seed=5, jaw="contour", workers=2)
+    assert stats["n"] == 4
+    _same_output(tmp_path / "one", tmp_path / "two")
+
+
+def test_work_is_split_into_contiguous_slices():
+    from lightmark.synth.parallel import SLICE, split
+
+    assert split(3, 5, 2) == [range(3, 6), range(6, 8)]
+    assert split(0, 4, 8) == [range(i, i + 1) for i in range(4)]
+    big = split(10, 3 * SLICE + 1, 2)
+    assert [len(s) for s in big] == [SLICE] * 3 + [1] and big[0].start == 10 and big[-1].stop == 3 * SLICE + 11
+
+
+@pytest.mark.parametrize("workers", [-1, 1.5, True, "2"])
+def test_bad_workers_value_raises(tmp_path, workers):
+    from lightmark.synth.faces import SynthError, synth_main
+    from lightmark.synth.profile import profile_main
+
+    with pytest.raises(SynthError, match="workers"):
+        synth_main(str(tmp_path / "s"), 1, size=64, workers=workers)
+    with pytest.raises(SynthError, match="workers"):
+        profile_main(str(tmp_path), str(tmp_path / "p"), 1, workers=workers)
+    assert not list(tmp_path.rglob("*.png"))
+
+
+@needs_ict
+def test_an_error_in_a_worker_names_the_image(tmp_path):
+    from lightmark.synth.faces import SynthError, synth_main
+
+    (tmp_path / "000003_ldmks.txt").mkdir()  # image 3's label file cannot be written
+    with pytest.raises(SynthError, match=r"image 3 \(.*000003\.png\): IsADirectoryError"):
+        synth_main(str(tmp_path), 4, size=64, workers=2)
+    assert not (tmp_path / "000003.png").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_passes_workers():
+    from lightmark.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["synth", "--out", "o", "--n", "3"]).workers == 1
+    assert p.parse_args(["synth", "--out", "o", "--n", "3", "--workers", "0"]).workers == 0
+    assert p.parse_args(["profile", "--data", "d", "--out", "o", "--n", "3", "--workers", "2"]).workers == 2

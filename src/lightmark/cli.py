@@ -239,7 +239,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .synth import synth_main
 
     stats = synth_main(out=args.out, n=args.n, seed=args.seed, size=args.size, seg=args.seg,
-                       jaw=args.jaw)
+                       jaw=args.jaw, workers=args.workers)
     print(json.dumps(stats))
     return 0
 
@@ -248,7 +248,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .synth import profile_main
 
     stats = profile_main(data=args.data, out=args.out, n=args.n, seed=args.seed,
-                         max_yaw=args.max_yaw, jaw=args.jaw)
+                         max_yaw=args.max_yaw, jaw=args.jaw, workers=args.workers)
     print(json.dumps(stats))
     return 0
 
@@ -327,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seg", action="store_true", help="also write _seg.png masks")
     sp.add_argument("--jaw", default="3d", choices=["3d", "contour"],
                     help="jaw convention written to _ldmks.txt (the other goes beside it)")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="processes rendering contiguous slices of the images (0: one per CPU core); "
+                         "the output is identical for any value")
 
     sp = add("profile", cmd_profile, "Turn real labelled faces in 3D (300W-LP style).")
     sp.add_argument("--data", required=True, help="a labelled folder (HELEN train, UTKFace)")
@@ -336,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-yaw", type=float, default=60.0)
     sp.add_argument("--jaw", default="3d", choices=["3d", "contour"],
                     help="jaw convention written to _ldmks.txt (the other goes beside it)")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="processes rendering contiguous slices of the images (0: one per CPU core); "
+                         "the output is identical for any value")
 
     sp = add("seed-table", cmd_seed_table, "Reproduce the seed's four-row augmentation table.")
     sp.add_argument("--config", default="configs/seed.yaml")

@@ -16,10 +16,7 @@ from lightmark.draw import draw_landmarks
 from lightmark.imaging import ImageError, load_image
 
 pytest.importorskip("onnx")
-try:  # the tiny-model builder lives beside this file
-    from test_runtime import S, tiny_points, write_tiny_model
-except ImportError:  # tests/ collected as a package
-    from tests.test_runtime import S, tiny_points, write_tiny_model
+from helpers import S, tiny_points, write_tiny_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HELEN = SHARED / "data" / "300w" / "helen_trainset"

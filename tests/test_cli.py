@@ -11,10 +11,7 @@ from PIL import Image
 from lightmark.cli import main
 
 pytest.importorskip("onnx")
-try:
-    from test_runtime import write_tiny_model
-except ImportError:
-    from tests.test_runtime import write_tiny_model
+from helpers import write_tiny_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HELEN = SHARED / "300w" / "helen_trainset"

@@ -17,27 +17,9 @@ from lightmark.config import CodecConfig, ModelConfig  # noqa: E402
 from lightmark.export import ExportError, check_onnx_rules, export_onnx, onnx_paths  # noqa: E402
 from lightmark.models import ModelFileError, ModelRuleError, build_model, checkpoint, save_model  # noqa: E402
 
+from helpers import randomize, tiny  # noqa: E402
+
 torch.set_num_threads(1)
-
-
-def tiny(**kw) -> ModelConfig:
-    base = dict(width=0.5, input_size=64, head="integral", head_channels=16, heatmap_size=8,
-                deconv_strides=[2, 2], backbone="shufflenet_v2_noconv5")
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-def randomize(model, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-    return model.eval()
 
 
 def saved(tmp_path, cfg: ModelConfig, name: str = "m"):

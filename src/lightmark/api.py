@@ -29,6 +29,7 @@ import numpy as np
 
 from . import geometry
 from .imaging import ImageLike, as_image
+from .modelfile import model_paths
 
 PathLike = Union[str, Path]
 
@@ -75,9 +76,8 @@ def _resolve_model(model: Optional[PathLike], backend: str) -> tuple[str, Path]:
         return "onnx", DEFAULT_MODEL
     p = Path(model)
     suffix = p.suffix.lower()
-    base = p.with_suffix("") if suffix in (".onnx", ".json", ".safetensors") else p
-    onnx_path = base.with_name(base.name + ".onnx")
-    st_path = base.with_name(base.name + ".safetensors")
+    paths = model_paths(p)
+    onnx_path, st_path = paths.onnx, paths.safetensors
     if backend == "auto":
         if suffix == ".safetensors":
             backend = "torch"

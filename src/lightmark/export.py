@@ -17,6 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import files
+from .modelfile import model_paths
 
 PathLike = Union[str, Path]
 
@@ -33,10 +34,8 @@ class ExportError(ValueError):
 
 def onnx_paths(path: PathLike) -> tuple[Path, Path]:
     """``NAME`` or ``NAME.onnx`` / ``.json`` / ``.safetensors`` -> (``NAME.onnx``, ``NAME.json``)."""
-    from .models.checkpoint import model_paths
-
-    weights, meta = model_paths(path)
-    return weights.with_suffix(".onnx"), meta
+    paths = model_paths(path)
+    return paths.onnx, paths.json
 
 
 def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, Any]:

@@ -25,15 +25,13 @@ from torch import nn
 
 from .. import files
 from ..config import model_config_from_dict, to_dict
+from ..modelfile import FORMAT, REQUIRED_KEYS, ModelFileError  # noqa: F401 (re-exported)
+from ..modelfile import model_paths as _model_paths
+from ..modelfile import read_meta as _read_meta
 
 #: Largest allowed float32 size of a model's saved tensors, in bytes (15 MB, decimal).
 MAX_MODEL_BYTES = 15_000_000
-#: ``format`` written into every model JSON.
-FORMAT = "lightmark-model/1"
-_SUFFIXES = (".safetensors", ".json", ".onnx")
 _EXEMPT = "num_batches_tracked"
-#: Keys a model JSON must hold (besides what callers add).
-REQUIRED_KEYS = ("format", "model", "codec", "crop_scale", "sha256")
 
 PathLike = Union[str, Path]
 
@@ -42,19 +40,14 @@ class ModelRuleError(ValueError):
     """A model breaking the size / float32 / single-network rules."""
 
 
-class ModelFileError(ValueError):
-    """A model file that is missing, tampered with or inconsistent; the message names the file."""
-
-
 def model_paths(path: PathLike) -> tuple[Path, Path]:
     """``NAME`` or ``NAME.safetensors`` / ``.json`` / ``.onnx`` -> (``NAME.safetensors``, ``NAME.json``).
 
-    Only those suffixes are stripped, so ``model.v2`` stays ``model.v2.safetensors``.
+    Only those suffixes are stripped, so ``model.v2`` stays ``model.v2.safetensors``
+    (see :func:`lightmark.modelfile.model_paths`).
     """
-    p = Path(path)
-    if p.suffix in _SUFFIXES:
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+    paths = _model_paths(path)
+    return paths.safetensors, paths.json
 
 
 def saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -137,24 +130,9 @@ def save_model(model: nn.Module, meta: dict, path: PathLike) -> None:
     files.write_text(json_path, text + "\n")
 
 
-def read_meta(json_path: Path) -> dict:
+def read_meta(json_path: PathLike) -> dict:
     """Parse a model JSON and check its format and required keys."""
-    if not json_path.is_file():
-        raise ModelFileError(f"{json_path}: missing model JSON (it must lie beside the weights)")
-    try:
-        meta = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{json_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{json_path}: expected a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{json_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ModelFileError(f"{json_path}: missing key(s) {missing}")
-    if not isinstance(meta["model"], dict):
-        raise ModelFileError(f"{json_path}: 'model' must be an object")
-    return meta
+    return _read_meta(json_path, require_format=True)
 
 
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, dict]:

@@ -7,7 +7,6 @@ truncated ``.onnx`` never runs with the wrong metadata.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Union
 
@@ -17,6 +16,9 @@ from ..files import sha256
 from ..geometry import LANDMARK_CROP_SCALE
 from ..heatmap import decode
 from ..imaging import to_input
+from ..modelfile import ModelFileError
+from ..modelfile import model_paths as _model_paths
+from ..modelfile import read_meta as _read_meta
 from .detector import DetectorError, make_session
 
 PathLike = Union[str, Path]
@@ -26,31 +28,19 @@ PathLike = Union[str, Path]
 DEFAULT_CHUNK = 32
 
 
-class ModelFileError(ValueError):
-    """A landmark model file (``.onnx`` or its ``.json``) that cannot be used; names the file."""
-
-
 def model_paths(path: PathLike) -> tuple[Path, Path]:
-    """``NAME``, ``NAME.onnx`` or ``NAME.json`` -> (``NAME.onnx``, ``NAME.json``)."""
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix.lower() in (".onnx", ".json") else p
-    return base.with_name(base.name + ".onnx"), base.with_name(base.name + ".json")
+    """``NAME``, ``NAME.onnx``, ``NAME.json`` or ``NAME.safetensors`` -> (``NAME.onnx``, ``NAME.json``)."""
+    paths = _model_paths(path)
+    return paths.onnx, paths.json
 
 
 def read_meta(json_path: PathLike) -> dict[str, Any]:
-    """Read and check a model's JSON metadata (needs ``model.head`` and ``model.input_size``)."""
+    """Read and check a model's JSON metadata (needs ``model.head`` and ``model.input_size``, and
+    a usable input size and crop scale)."""
     p = Path(json_path)
-    if not p.is_file():
-        raise ModelFileError(f"{p}: no such model metadata file (every model needs NAME.json beside it)")
+    meta = _read_meta(p)
     try:
-        meta = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelFileError(f"{p}: not valid JSON ({e})") from None
-    model = meta.get("model") if isinstance(meta, dict) else None
-    if not isinstance(model, dict) or "head" not in model or "input_size" not in model:
-        raise ModelFileError(f"{p}: metadata must hold a 'model' mapping with 'head' and 'input_size'")
-    try:
-        size = int(model["input_size"])
+        size = int(meta["model"]["input_size"])
         crop_scale = float(meta.get("crop_scale", LANDMARK_CROP_SCALE))
     except (TypeError, ValueError):
         raise ModelFileError(f"{p}: 'model.input_size' and 'crop_scale' must be numbers") from None

@@ -1,0 +1,73 @@
+"""Model files on disk, shared by the torch side and the torch-free side (no torch here).
+
+A model is ``NAME.json`` (``{"model": ModelConfig, "codec": ..., "crop_scale": ..., ...}``) beside
+its network: ``NAME.safetensors`` (weights, ``"sha256"``; :mod:`lightmark.models.checkpoint`) and/or
+``NAME.onnx`` (``"onnx_sha256"``; :mod:`lightmark.export`, :mod:`lightmark.runtime.onnx`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, Path]
+
+#: ``format`` written into every model JSON by ``save_model``.
+FORMAT = "lightmark-model/1"
+#: Keys a model JSON written by ``save_model`` must hold (besides what callers add).
+REQUIRED_KEYS = ("format", "model", "codec", "crop_scale", "sha256")
+#: The suffixes :func:`model_paths` strips (case-insensitively); any other suffix is part of NAME.
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".json")
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, tampered with or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The files of one model: ``stem`` (``NAME``) and ``NAME.safetensors`` / ``.onnx`` / ``.json``."""
+
+    stem: Path
+    safetensors: Path
+    onnx: Path
+    json: Path
+
+
+def model_paths(path: PathLike) -> ModelPaths:
+    """``NAME`` or ``NAME.safetensors`` / ``.onnx`` / ``.json`` -> the model's :class:`ModelPaths`.
+
+    Only those suffixes are stripped, so ``model.v2`` stays ``model.v2.safetensors``.
+    """
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix.lower() in MODEL_SUFFIXES else p
+    name = stem.name
+    return ModelPaths(stem=stem, safetensors=stem.with_name(name + ".safetensors"),
+                      onnx=stem.with_name(name + ".onnx"), json=stem.with_name(name + ".json"))
+
+
+def read_meta(json_path: PathLike, require_format: bool = False) -> dict[str, Any]:
+    """Read and check a model's JSON: a JSON object whose ``model`` mapping has ``head`` and
+    ``input_size``. ``require_format``: also require ``format`` == :data:`FORMAT` and every key of
+    :data:`REQUIRED_KEYS` (a model JSON written by ``save_model``). Errors name the file."""
+    p = Path(json_path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such model metadata file (the model JSON is missing; "
+                             "every model needs NAME.json beside it)")
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise ModelFileError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{p}: expected a JSON object, got {type(meta).__name__}")
+    if require_format:
+        if meta.get("format") != FORMAT:
+            raise ModelFileError(f"{p}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+        missing = [k for k in REQUIRED_KEYS if k not in meta]
+        if missing:
+            raise ModelFileError(f"{p}: missing key(s) {missing}")
+    model = meta.get("model")
+    if not isinstance(model, dict) or "head" not in model or "input_size" not in model:
+        raise ModelFileError(f"{p}: metadata must hold a 'model' mapping with 'head' and 'input_size'")
+    return meta

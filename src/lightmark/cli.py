@@ -319,29 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-refine", action="store_true", help="skip the second, re-centred pass")
     sp.add_argument("--quiet", action="store_true")
 
+    def data_engine_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", required=True, help="output folder (FaceSynthetics format)")
+        sp.add_argument("--n", type=int, required=True, help="number of images")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--jaw", default="3d", choices=["3d", "contour"],
+                        help="jaw convention written to _ldmks.txt (the other goes beside it)")
+        sp.add_argument("--workers", type=int, default=1,
+                        help="processes rendering contiguous slices of the images (0: one per CPU "
+                             "core); the output is identical for any value")
+
     sp = add("synth", cmd_synth, "Render synthetic faces (FaceSynthetics format) from the ICT model.")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--n", type=int, required=True)
-    sp.add_argument("--seed", type=int, default=0)
+    data_engine_args(sp)
     sp.add_argument("--size", type=int, default=256)
     sp.add_argument("--seg", action="store_true", help="also write _seg.png masks")
-    sp.add_argument("--jaw", default="3d", choices=["3d", "contour"],
-                    help="jaw convention written to _ldmks.txt (the other goes beside it)")
-    sp.add_argument("--workers", type=int, default=1,
-                    help="processes rendering contiguous slices of the images (0: one per CPU core); "
-                         "the output is identical for any value")
 
     sp = add("profile", cmd_profile, "Turn real labelled faces in 3D (300W-LP style).")
     sp.add_argument("--data", required=True, help="a labelled folder (HELEN train, UTKFace)")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--n", type=int, required=True)
-    sp.add_argument("--seed", type=int, default=0)
+    data_engine_args(sp)
     sp.add_argument("--max-yaw", type=float, default=60.0)
-    sp.add_argument("--jaw", default="3d", choices=["3d", "contour"],
-                    help="jaw convention written to _ldmks.txt (the other goes beside it)")
-    sp.add_argument("--workers", type=int, default=1,
-                    help="processes rendering contiguous slices of the images (0: one per CPU core); "
-                         "the output is identical for any value")
 
     sp = add("seed-table", cmd_seed_table, "Reproduce the seed's four-row augmentation table.")
     sp.add_argument("--config", default="configs/seed.yaml")

@@ -176,6 +176,19 @@ def test_predict_all_on_a_photo(lm):
     assert lm.predict_all(np.zeros((100, 100, 3), np.uint8)) == []
 
 
+def test_predict_many_batches_like_one_by_one(model_path):
+    """Batched over images (and with the refine pass) = image after image."""
+    lm = Landmarker(model=model_path, refine=True)
+    photos = [load_image(p) for p in sorted(HELEN.glob("*.jpg"))[:3]] + [np.zeros((90, 90, 3), np.uint8)]
+    many = lm.predict_many(photos)
+    assert len(many) == 4 and many[3] == []
+    for img, faces in zip(photos, many):
+        single = lm.predict_all(img)
+        assert len(single) == len(faces)
+        for a, b in zip(single, faces):
+            np.testing.assert_allclose(a.points, b.points, atol=1e-4)
+
+
 def test_draw_landmarks(lm):
     img = np.zeros((200, 300, 3), np.uint8)
     pts = lm.predict(img, (100, 40, 180, 140))

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Images loaded and sent through the landmark model together by `lightmark predict`.
+PREDICT_CHUNK = 8
 
 
 class CliError(Exception):
@@ -155,6 +157,8 @@ def _parse_box(text: str) -> tuple[float, ...]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
     from tqdm import tqdm
 
     from .api import Landmarker
@@ -177,38 +181,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             out_dir = o
             out_dir.mkdir(parents=True, exist_ok=True)
-    results, n_faces, errors, no_face = [], 0, [], []
-    many = len(paths) > 1
-    for path in tqdm(paths, disable=not many or args.quiet, desc="predict", unit="img"):
-        try:
-            image = load_image(path)
-        except ValueError as e:
-            errors.append(str(e))
-            print(f"error: {e}", file=sys.stderr)
-            continue
+    results, n_faces, errors = [], 0, []
+    bar = tqdm(total=len(paths), disable=len(paths) < 2 or args.quiet, desc="predict", unit="img")
+    for start in range(0, len(paths), PREDICT_CHUNK):
+        # Load a chunk, then run the landmark model once on all its faces (batched inference).
+        loaded = []
+        for path in paths[start:start + PREDICT_CHUNK]:
+            try:
+                loaded.append((path, load_image(path)))
+            except ValueError as e:
+                errors.append(str(e))
+                print(f"error: {e}", file=sys.stderr)
+                bar.update(1)
         if box is not None:
-            pts = lm.predict(image, box, box_kind=args.box_kind)
-            faces = [{"box": list(box), "score": None, "points": pts.round(2).tolist()}]
-            draw_pts, draw_boxes = [pts], [box]
+            found_per_image = [[(list(box), None, lm.predict(img, box, box_kind=args.box_kind))]
+                               for _, img in loaded]
         else:
-            found = lm.predict_all(image)
-            faces = [{"box": [round(float(v), 2) for v in f.box], "score": round(float(f.score), 4),
-                      "points": f.points.round(2).tolist()} for f in found]
-            draw_pts, draw_boxes = [f.points for f in found], [f.box for f in found]
-        if not faces:
-            no_face.append(str(path))
-            if not args.quiet:
+            found_per_image = [[(f.box.tolist(), f.score, f.points) for f in faces]
+                               for faces in lm.predict_many([img for _, img in loaded])]
+        for (path, image), found in zip(loaded, found_per_image):
+            faces = [{"box": [round(float(v), 2) for v in b],
+                      "score": None if sc is None else round(float(sc), 4),
+                      "points": np.round(pts, 2).tolist()} for b, sc, pts in found]
+            if not faces and not args.quiet:
                 print(f"{path}: no face found", file=sys.stderr)
-        n_faces += len(faces)
-        results.append({"image": str(path), "width": image.shape[1], "height": image.shape[0],
-                        "faces": faces})
-        target = out_file or (out_dir / f"{path.stem}_landmarks.png" if out_dir else None)
-        if target is not None:
-            from PIL import Image
-
-            annotated = draw_landmarks(image, draw_pts, boxes=draw_boxes)
-            with atomic_path(target) as tmp:
-                Image.fromarray(annotated).save(tmp, format=_pil_format(target))
+            n_faces += len(faces)
+            results.append({"image": str(path), "width": image.shape[1], "height": image.shape[0],
+                            "faces": faces})
+            target = out_file or (out_dir / f"{path.stem}_landmarks.png" if out_dir else None)
+            if target is not None:
+                annotated = draw_landmarks(image, [pts for _, _, pts in found],
+                                           boxes=[b for b, _, _ in found])
+                with atomic_path(target) as tmp:
+                    Image.fromarray(annotated).save(tmp, format=_pil_format(target))
+            bar.update(1)
+    bar.close()
     report = {"model": str(lm.model_path), "backend": lm.backend, "images": results,
               "errors": errors}
     if args.json is not None:

@@ -150,3 +150,14 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
     # each of the 2 ranks took 3 steps of 4 images: 24 images in the epoch
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_fewer_samples_than_a_batch_still_trains(tmp_path: Path) -> None:
+    """10 samples with batch 16: an epoch still holds one batch (drawn with replacement)."""
+    from lightmark.train import train
+
+    cfg = tiny_config(tmp_path / "small", epochs=1)
+    cfg.train_data = [DataSource(path=str(HELEN), limit=10)]
+    cfg.train.batch_size, cfg.train.steps_per_epoch, cfg.val_data = 16, None, None
+    state = train(cfg, log=lambda _m: None)
+    assert state["epoch"] == 1 and np.isfinite(state["history"][0]["loss"])

@@ -279,7 +279,9 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     if cfg.val_data:
         val_set = open_dataset(cfg.val_data, limit=t.val_limit, seed=t.seed)
         val_split = "val" if val_set.kind == "aflw2000" else "all"
-    n_draws = (t.steps_per_epoch * t.batch_size * world) if t.steps_per_epoch else len(train_set)
+    # An epoch is one pass over the mixed data (at least one batch per process), or a fixed count.
+    n_draws = (t.steps_per_epoch * t.batch_size * world) if t.steps_per_epoch \
+        else max(len(train_set), t.batch_size * world)
     sampler = EpochSampler(train_set, n_draws, rank, world)
     loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, sampler=sampler,
                                          num_workers=t.workers, drop_last=True,
@@ -297,6 +299,9 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
     steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"config {cfg.name!r}: an epoch has no full batch ({n_draws} draws, "
+                         f"batch_size {t.batch_size}, {world} process(es))")
     total_steps = steps_per_epoch * t.epochs
     run_start = time.time()
 

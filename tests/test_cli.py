@@ -146,3 +146,15 @@ def test_info(capsys) -> None:
     assert rc == 0 and "MB" in out and "multiply-adds" in out
     rc, out, _ = run(["info", "--json"], capsys)
     assert json.loads(out)["float32_mb"] > 0
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys) -> None:
+    import lightmark.cli as cli
+
+    def boom(_args):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(cli, "cmd_info", boom)
+    monkeypatch.delenv("LIGHTMARK_DEBUG", raising=False)
+    rc, _, err = run(["info"], capsys)
+    assert rc == 3 and "internal error" in err and "something broke" in err

@@ -373,6 +373,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"lightmark {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: say so in one line; the traceback on request
+        import os
+
+        if os.environ.get("LIGHTMARK_DEBUG"):
+            raise
+        print(f"lightmark {args.command}: internal error ({type(e).__name__}: {e}); "
+              "set LIGHTMARK_DEBUG=1 for the traceback", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -118,3 +118,13 @@ def test_onnx_rules():
 
 def test_export_error_is_value_error():
     assert issubclass(ExportError, ValueError)
+
+
+def test_long_integer_tensors_only_as_indices():
+    """A 100-element int64 permutation feeding a Gather index is fine; fed to arithmetic it is not."""
+    perm = helper.make_tensor("perm", TensorProto.INT64, [100], list(range(100)))
+    gather = _graph([perm], [helper.make_node("Gather", ["input", "perm"], ["output"], axis=1)])
+    assert check_onnx_rules(gather)["float32_weights"] == 0
+    added = _graph([perm], [helper.make_node("Add", ["input", "perm"], ["output"])])
+    with pytest.raises(ModelRuleError, match="int64 with 100 elements"):
+        check_onnx_rules(added)

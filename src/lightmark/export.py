@@ -38,12 +38,27 @@ def onnx_paths(path: PathLike) -> tuple[Path, Path]:
     return paths.onnx, paths.json
 
 
+#: (op type, input position) pairs that take indices or shapes, never weights.
+_INDEX_INPUTS = {("Gather", 1), ("Reshape", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3),
+                 ("Slice", 4), ("Split", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Expand", 1),
+                 ("Tile", 1), ("Resize", 3)}
+
+
+def _index_only_tensors(graph: Any) -> set[str]:
+    """Names of tensors whose every use is an index or shape input (see ``_INDEX_INPUTS``)."""
+    uses: dict[str, list[bool]] = {}
+    for node in graph.node:
+        for pos, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node.op_type, pos) in _INDEX_INPUTS)
+    return {name for name, flags in uses.items() if flags and all(flags)}
+
+
 def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, Any]:
     """Apply the model rules to an ONNX graph; return its weight statistics.
 
     Single graph: one input, one output, no sub-graphs (If/Loop/Scan bodies), no local functions,
     no external data. Float32: every floating-point initializer is FLOAT; integer initializers are
-    only tiny shape constants. Size: float32 weights (initializers and Constant nodes) within the
+    tiny shape constants or feed only index/shape inputs (a channel permutation). Size: float32 weights (initializers and Constant nodes) within the
     same 15 MB limit as the safetensors file.
     """
     import onnx
@@ -69,6 +84,9 @@ def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, An
                                      "a single flat graph is required")
             if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
                 tensors.append((node.output[0], attr.t))
+    # Integer tensors that only ever feed an index or shape input (a channel permutation, a
+    # reshape target) are not weights, whatever their length.
+    index_only = _index_only_tensors(g)
     n_float = 0
     for name, t in tensors:
         if t.data_location == TensorProto.EXTERNAL:
@@ -76,7 +94,8 @@ def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, An
         n = int(np.prod(t.dims)) if len(t.dims) else 1
         if t.data_type == TensorProto.FLOAT:
             n_float += n
-        elif t.data_type in (TensorProto.INT64, TensorProto.INT32) and n <= MAX_INT_INITIALIZER:
+        elif t.data_type in (TensorProto.INT64, TensorProto.INT32) and (
+                n <= MAX_INT_INITIALIZER or name in index_only):
             continue
         else:
             dtype = numpy_helper.to_array(t).dtype

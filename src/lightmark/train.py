@@ -327,7 +327,7 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
             state["step"] += 1
             losses.append(loss.item())
             n_images += len(x) * world
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
         seconds = time.time() - t_epoch
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr,
                "seconds": round(seconds, 1), "images_per_s": round(n_images / seconds, 1)}

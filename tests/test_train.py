@@ -161,3 +161,18 @@ def test_fewer_samples_than_a_batch_still_trains(tmp_path: Path) -> None:
     cfg.train.batch_size, cfg.train.steps_per_epoch, cfg.val_data = 16, None, None
     state = train(cfg, log=lambda _m: None)
     assert state["epoch"] == 1 and np.isfinite(state["history"][0]["loss"])
+
+
+def test_init_from_starts_a_fine_tune_from_saved_weights(tmp_path: Path) -> None:
+    from lightmark.models import load_model
+    from lightmark.train import train
+
+    train(tiny_config(tmp_path / "base", epochs=1), log=lambda _m: None)
+    cfg = tiny_config(tmp_path / "tune", epochs=1, init_from=str(tmp_path / "base" / "last.safetensors"))
+    cfg.train.lr, cfg.val_data = 0.0, None  # no update: the weights must be the initial ones
+    train(cfg, log=lambda _m: None)
+    a, _ = load_model(tmp_path / "base" / "last.safetensors")
+    b, _ = load_model(tmp_path / "tune" / "last.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        if "running" not in k and "num_batches" not in k:  # BN statistics still move in train mode
+            assert torch.equal(va, vb), k

@@ -79,6 +79,7 @@ class TrainConfig:
     workers: int = 0
     threads: Optional[int] = None  # torch intra-op threads
     val_limit: Optional[int] = None  # validate on at most this many images
+    init_from: Optional[str] = None  # start from these weights (a fine-tune), fresh optimiser
 
 
 @dataclass

@@ -289,6 +289,10 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
 
     # model and optimiser
     model = build_model(cfg.model).to(device)
+    if t.init_from and not resume:
+        start, _ = load_model(t.init_from)  # checks the checksum; a config mismatch fails here
+        model.load_state_dict(start.state_dict())
+        say(f"initialised from {t.init_from}")
     opt = make_optimizer(cfg, model)
     state = {"epoch": 0, "step": 0, "history": [], "best_nme_io": None}
     if resume:

@@ -544,7 +544,7 @@ def write_markdown(res: dict, path: Path) -> None:
     L.append(f"- dlib: `{Path(res['dlib']['model']).name}` with `get_frontal_face_detector()` "
              f"(upsample {res['dlib']['upsample']} unless said otherwise)")
     ld = res["load"]
-    L.append(f"- Load: {res['load_note']} During this run other processes used on average "
+    L.append(f"- Load: {(res['load_note'] + ' ') if res['load_note'] else ''}During this run other processes used on average "
              f"{_f(ld.get('other_processes_cores_mean'))} of the {ld['cpus']} CPUs "
              f"(load average {ld['loadavg_start'][0]} at start, {ld['loadavg_end'][0]} at end); "
              f"the run took {ld['wall_s']:.0f} s.")
@@ -683,8 +683,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--dlib-model", help="shape_predictor_68_face_landmarks.dat (default: from face_recognition_models)")
     ap.add_argument("--repeats", type=int, default=3, help="timing passes over the timing images")
     ap.add_argument("--timing-images", type=int, default=100, help="AFW images used for timing")
-    ap.add_argument("--load-note", default="A training run (lightmark train) shared the CPU.",
-                    help="what else ran on the machine (written into the report)")
+    ap.add_argument("--load-note", default="",
+                    help="what else ran on the machine (written into the report; the measured "
+                         "load of other processes is always reported)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)

@@ -158,3 +158,26 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys) -> None:
     monkeypatch.delenv("LIGHTMARK_DEBUG", raising=False)
     rc, _, err = run(["info"], capsys)
     assert rc == 3 and "internal error" in err and "something broke" in err
+
+
+def test_same_names_in_two_folders_get_two_annotations(model, group_photo, tmp_path, capsys) -> None:
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "x.jpg").write_bytes(group_photo.read_bytes())
+    rc, _, _ = run(["predict", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg"),
+                    "--model", model, "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_2_landmarks.png", "x_landmarks.png"]
+
+
+def test_info_reads_a_dotted_model_name(tmp_path, capsys) -> None:
+    pytest.importorskip("torch")
+    from lightmark.config import CodecConfig, ModelConfig
+    from lightmark.models import build_model, save_model
+
+    cfg = ModelConfig(backbone="shufflenet_v2_noconv5", width=0.5, input_size=64, head_channels=16,
+                      heatmap_size=8)
+    save_model(build_model(cfg), {"codec": CodecConfig(), "crop_scale": 1.25}, tmp_path / "m.v2")
+    rc, out, err = run(["info", "--model", str(tmp_path / "m.v2")], capsys)
+    assert rc == 0, err
+    assert "input 64x64" in out

@@ -342,3 +342,22 @@ def test_several_kinds_need_kind(tmp_path):
     assert len(fs) == 1 and fs.records[0].meta["pupils"].shape == (2, 2)
     with pytest.raises(ValueError, match="unknown data kind"):
         open_dataset(d, kind="300w")
+
+
+def test_dataset_images_ignore_exif_rotation(tmp_path):
+    """Labels index the stored pixels, so a data set image is read as stored, EXIF or not."""
+    from PIL import Image
+
+    from lightmark.data.readers import open_dataset
+    from lightmark.imaging import load_image
+
+    img = Image.new("RGB", (120, 80), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated by 90 degrees
+    img.save(tmp_path / "face.jpg", exif=exif)
+    pts = [(20 + i % 17 * 4, 20 + i // 17 * 10) for i in range(68)]
+    (tmp_path / "face.pts").write_text("version: 1\nn_points: 68\n{\n"
+                                       + "".join(f"{x + 1} {y + 1}\n" for x, y in pts) + "}\n")
+    sample = open_dataset(tmp_path)[0]
+    assert sample.image.shape == (80, 120, 3)  # as stored
+    assert load_image(tmp_path / "face.jpg").shape == (120, 80, 3)  # as displayed (user photos)

@@ -176,3 +176,29 @@ def test_init_from_starts_a_fine_tune_from_saved_weights(tmp_path: Path) -> None
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         if "running" not in k and "num_batches" not in k:  # BN statistics still move in train mode
             assert torch.equal(va, vb), k
+
+
+def test_bad_head_loss_pair_fails_before_caching(tmp_path: Path) -> None:
+    from lightmark.train import train
+
+    cfg = tiny_config(tmp_path / "bad", head="heatmap")
+    cfg.train.loss = "l1"
+    cfg.train_data = [DataSource(path=str(tmp_path / "does-not-exist"))]  # never reached
+    with pytest.raises(ValueError, match="heatmap head trains with loss mse"):
+        train(cfg, log=lambda _m: None)
+
+
+def test_colour_draws_follow_the_draw_not_the_call_order(tmp_path: Path) -> None:
+    """The same (epoch, draw) gives the same augmented crop whatever was drawn before it."""
+    from lightmark.train import CropCache, TrainSet
+    from lightmark.data.readers import open_dataset
+
+    cfg = tiny_config(tmp_path / "c")
+    cfg.augment = AugmentConfig(color_jitter=1.0, grayscale=0.5, erasing=0.5, rotation_deg=10)
+    cache = CropCache(open_dataset(str(HELEN), limit=4), 64, 1.25)
+    a, b = TrainSet(cfg, [cache], [1.0]), TrainSet(cfg, [cache], [1.0])
+    x1, _ = a[(5, 2)]
+    b[(0, 1)], b[(3, 0)]  # other draws first
+    x2, _ = b[(5, 2)]
+    assert torch.equal(x1, x2)
+    assert not torch.equal(a[(6, 2)][0], x1)

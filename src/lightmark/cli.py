@@ -37,10 +37,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .config import ModelConfig, load_config, model_config_from_dict
 
     if args.model:
+        from .modelfile import model_paths
         from .runtime.onnx import read_meta
 
-        path = Path(args.model)
-        meta = read_meta(path.with_suffix(".json") if path.suffix else Path(f"{path}.json"))
+        meta = read_meta(model_paths(args.model).json)
         cfg = model_config_from_dict(meta["model"])
     elif args.config:
         cfg = load_config(args.config).model
@@ -181,6 +181,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             out_dir = o
             out_dir.mkdir(parents=True, exist_ok=True)
+    # One annotated file per input; inputs of the same name from different folders get a number.
+    out_names: dict[Path, str] = {}
+    for path in paths:
+        name, k = f"{path.stem}_landmarks.png", 1
+        while name in out_names.values():
+            k += 1
+            name = f"{path.stem}_{k}_landmarks.png"
+        out_names[path] = name
     results, n_faces, errors = [], 0, []
     bar = tqdm(total=len(paths), disable=len(paths) < 2 or args.quiet, desc="predict", unit="img")
     for start in range(0, len(paths), PREDICT_CHUNK):
@@ -208,7 +216,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             n_faces += len(faces)
             results.append({"image": str(path), "width": image.shape[1], "height": image.shape[0],
                             "faces": faces})
-            target = out_file or (out_dir / f"{path.stem}_landmarks.png" if out_dir else None)
+            target = out_file or (out_dir / out_names[path] if out_dir else None)
             if target is not None:
                 annotated = draw_landmarks(image, [pts for _, _, pts in found],
                                            boxes=[b for b, _, _ in found])

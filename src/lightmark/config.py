@@ -72,7 +72,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [10, 15, 20])
     gamma: float = 0.4
     warmup_steps: int = 0
-    loss: str = "mse"  # "mse" on heatmaps (seed), "l1" or "wing" on coordinates
+    loss: str = "mse"  # "mse" on heatmaps (seed); "l1" or "mse" on coordinates
     steps_per_epoch: Optional[int] = None  # None: one pass over the mixed data
     max_minutes: Optional[float] = None  # stop cleanly (with a checkpoint) after this long
     seed: int = 0

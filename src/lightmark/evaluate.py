@@ -10,7 +10,7 @@ Face boxes (``box_source``):
   crop). This isolates the landmark model from the detector.
 * ``"detector"``: ``detector.detect(image)`` gives ``(N, 5)`` x1, y1, x2, y2, score; the detection
   overlapping the ground-truth landmark box most (IoU >= ``min_iou``) is the face. Its crop uses
-  ``detector.crop_shift`` and ``detector.crop_scale * predictor.crop_scale / 1.25``: the detector's
+  ``detector.crop_shift`` and ``detector.side_ratio * predictor.crop_scale``: the detector's
   mapping gives the 1.25x landmark crop, rescaled for models trained at another crop scale.
   **A miss** (no detection, or none with IoU >= ``min_iou``) gets no prediction: its NME is
   infinite, so it is a failure at every threshold and adds 0 to the AUC; it is left out of the mean
@@ -158,7 +158,10 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
 
     if box_source == "detector":
         # The detector's mapping yields the 1.25x landmark crop; rescale for the model's crop.
-        scale = float(detector.crop_scale) * float(predictor.crop_scale) / geometry.LANDMARK_CROP_SCALE
+        # landmark-box side / detector-box side, times the model's own crop scale (as the API does)
+        scale = float(getattr(detector, "side_ratio",
+                              float(detector.crop_scale) / geometry.LANDMARK_CROP_SCALE)) \
+            * float(predictor.crop_scale)
         shift = (float(detector.crop_shift[0]), float(detector.crop_shift[1]))
     for i in _progress(range(n), progress, f"evaluate {ds.name}/{split}"):
         sample = ds[i]  # DataError (naming the file) for an unreadable image: never skipped silently

@@ -46,8 +46,10 @@ def to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def load_image(path: Union[str, Path]) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB, honouring EXIF orientation.
+def load_image(path: Union[str, Path], apply_exif: bool = True) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB, honouring EXIF orientation (``apply_exif``).
+
+    Labelled data sets pass ``apply_exif=False``: their points refer to the stored pixels.
 
     Grayscale, palette, RGBA and 16-bit files are converted. Raises :class:`ImageError` naming the
     file when it is missing, truncated or not an image.
@@ -59,7 +61,8 @@ def load_image(path: Union[str, Path]) -> np.ndarray:
         raise ImageError(f"{p}: no such image file")
     try:
         with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
+            if apply_exif:
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im).astype(np.uint32)
                 arr = (arr >> 8).clip(0, 255).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)

@@ -84,7 +84,7 @@ class TrainSet(torch.utils.data.Dataset):
         self.p = np.concatenate([np.full(len(c), w / max(len(c), 1)) for c, w in zip(caches, weights)])
         self.p /= self.p.sum()
         self.epoch = 0
-        self.color = augment.ColorAugment(cfg.augment, seed=cfg.train.seed)
+        self.color = augment.ColorAugment(cfg.augment)
         self.hm_size = cfg.model.heatmap_size
 
     def epoch_indices(self, epoch: int, n_draws: int) -> np.ndarray:
@@ -93,7 +93,6 @@ class TrainSet(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.color = augment.ColorAugment(self.cfg.augment, seed=self.cfg.train.seed * 1000 + epoch)
 
     def __len__(self) -> int:
         return len(self.p)
@@ -106,7 +105,8 @@ class TrainSet(torch.utils.data.Dataset):
         params = augment.random_crop(cache.points[j], self.cfg.crop_scale, self.cfg.augment, rng)
         crop, pts = augment.apply_crop(cache.images[j], cache.points[j], params,
                                        self.cfg.model.input_size)
-        x = torch.from_numpy(to_input(self.color(crop))[0])
+        # Colour draws are keyed to the draw too, so DataLoader workers never repeat each other.
+        x = torch.from_numpy(to_input(self.color(crop, seed=int(rng.integers(2**31))))[0])
         if self.cfg.model.head == "heatmap":
             pts_hm = heatmap.crop_to_heatmap(pts, self.cfg.model.input_size, self.hm_size)
             target = heatmap.encode(pts_hm, (self.hm_size, self.hm_size), self.cfg.codec.sigma,
@@ -150,6 +150,21 @@ def compute_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> tor
     if cfg.train.loss == "mse":
         return ((points - target) / s * 100).pow(2).mean()
     raise ValueError(f"unknown loss {cfg.train.loss!r} for head {head!r}")
+
+
+def check_train_config(cfg: Config) -> None:
+    """Refuse a head/loss/optimiser/schedule combination before minutes of data caching."""
+    t, head = cfg.train, cfg.model.head
+    allowed = {"heatmap": ("mse",), "integral": ("l1", "mse"), "regression": ("l1", "mse")}
+    if head not in allowed:
+        raise ValueError(f"config {cfg.name!r}: unknown head {head!r} ({', '.join(allowed)})")
+    if t.loss not in allowed[head]:
+        raise ValueError(f"config {cfg.name!r}: the {head} head trains with loss "
+                         f"{' or '.join(allowed[head])}, not {t.loss!r}")
+    if t.optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"config {cfg.name!r}: unknown optimizer {t.optimizer!r} (sgd or adamw)")
+    if t.schedule not in ("step", "cosine"):
+        raise ValueError(f"config {cfg.name!r}: unknown schedule {t.schedule!r} (step or cosine)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +264,7 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
           log: Callable[[str], None] = print) -> dict:
     """Train ``cfg`` and return the final state (history, best validation NME, output paths)."""
     t = cfg.train
+    check_train_config(cfg)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:

@@ -79,7 +79,10 @@ class ColorAugment:
             ops.append(A.Erasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), fill="random", p=cfg.erasing))
         self.pipeline = A.Compose(ops, seed=seed) if ops else None
 
-    def __call__(self, crop: np.ndarray) -> np.ndarray:
+    def __call__(self, crop: np.ndarray, seed: Optional[int] = None) -> np.ndarray:
+        """Augment one crop; ``seed`` makes this call's random draws a function of the seed alone."""
         if self.pipeline is None:
             return crop
+        if seed is not None:
+            self.pipeline.set_random_seed(seed)
         return self.pipeline(image=crop)["image"]

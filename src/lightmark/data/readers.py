@@ -99,7 +99,7 @@ class LandmarkDataset:
     def __getitem__(self, i: int) -> Sample:
         rec = self.records[i]
         try:
-            image = load_image(rec.image_path)
+            image = load_image(rec.image_path, apply_exif=False)  # labels index stored pixels
         except ImageError as e:  # re-raised as the data layer's error type; the message names the file
             raise DataError(str(e)) from None
         return Sample(image=image, points=rec.points.copy(), meta=dict(rec.meta))

@@ -69,13 +69,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # train / export / evaluate
 # ---------------------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import main as train_main
+def add_train_arguments(sp: argparse.ArgumentParser) -> None:
+    """The arguments of `lightmark train`, shared with `python -m lightmark.train` (torchrun)."""
+    sp.add_argument("config", help="YAML run configuration (see configs/)")
+    sp.add_argument("--resume", help="checkpoint to continue from (e.g. runs/default/last)")
+    sp.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. train.epochs=3")
+    sp.add_argument("--out", help="output folder (overrides out_dir)")
 
-    argv = [args.config] + (["--resume", args.resume] if args.resume else []) \
-        + (["--skip-bad"] if args.skip_bad else []) + sum((["--set", o] for o in args.overrides), []) \
-        + (["--out", args.out] if args.out else [])
-    return train_main(argv)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import run_from_args
+
+    return run_from_args(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -298,11 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print JSON")
 
     sp = add("train", cmd_train, "Train a model from a configuration.")
-    sp.add_argument("config")
-    sp.add_argument("--resume", help="checkpoint to continue from (e.g. runs/default/last)")
-    sp.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
-    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    sp.add_argument("--out", help="output folder (overrides out_dir)")
+    add_train_arguments(sp)
 
     sp = add("export", cmd_export, "Export a saved model to ONNX (checked against torch).")
     sp.add_argument("--model", required=True, help="NAME.safetensors (+ NAME.json)")

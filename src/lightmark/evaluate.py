@@ -29,6 +29,7 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from . import files, geometry, metrics
+from .runtime.detector import match_detection  # one matching rule for fitting and evaluation
 
 PathLike = Union[str, Path]
 BOX_SOURCES = ("gt", "detector")
@@ -71,23 +72,6 @@ def _model_info(predictor: Any) -> dict:
         "crop_scale": float(predictor.crop_scale),
         "decoder": (meta.get("codec") or {}).get("decoder") if isinstance(meta.get("codec"), dict) else None,
     }
-
-
-def match_detection(dets: np.ndarray, gt_box: np.ndarray, min_iou: float) -> Optional[np.ndarray]:
-    """The detection ``(5,)`` overlapping ``gt_box`` most, or None if none reaches ``min_iou``."""
-    d = np.asarray(dets, dtype=np.float64).reshape(-1, 5) if np.size(dets) else np.zeros((0, 5))
-    if not len(d):
-        return None
-    g = np.asarray(gt_box, dtype=np.float64)
-    lt = np.maximum(d[:, :2], g[:2])
-    rb = np.minimum(d[:, 2:4], g[2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area_d = np.prod(np.clip(d[:, 2:4] - d[:, :2], 0, None), axis=1)
-    area_g = float(np.prod(np.clip(g[2:] - g[:2], 0, None)))
-    union = area_d + area_g - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    j = int(np.argmax(iou))
-    return d[j] if iou[j] >= min_iou else None
 
 
 def _progress(iterable: Sequence, enabled: bool, desc: str):

@@ -26,6 +26,7 @@ from .data import augment
 from .data.readers import DataError, LandmarkDataset, open_dataset
 from .files import atomic_path, sha256, write_text
 from .imaging import ImageError, to_input
+from .modelfile import model_paths
 from .models import TorchPredictor, build_model, load_model, save_model
 from .models.heads import heatmap_to_crop, soft_argmax
 
@@ -223,7 +224,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     """Restore model and optimiser from ``path`` (``.../last`` or ``.../last.safetensors``)."""
     from safetensors.torch import load_file
 
-    stem = Path(str(path).removesuffix(".safetensors").removesuffix(".json"))
+    stem = model_paths(path).stem
     state_json = stem.parent / f"{stem.name}_state.json"
     if not state_json.is_file():
         raise FileNotFoundError(f"{state_json}: no training state beside {stem}.safetensors "
@@ -393,17 +394,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(data, "config with overrides")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="lightmark train", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="YAML run configuration (see configs/)")
-    parser.add_argument("--resume", help="checkpoint to continue from (e.g. runs/x/last)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=3")
-    parser.add_argument("--out", help="output folder (overrides out_dir)")
-    args = parser.parse_args(argv)
+def run_from_args(args: Any) -> int:
+    """`lightmark train` / `python -m lightmark.train`: arguments from ``cli.add_train_arguments``."""
     cfg = apply_overrides(load_config(args.config), args.overrides)
     if args.out:
         cfg = replace(cfg, out_dir=args.out)
@@ -411,6 +403,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(json.dumps({"out_dir": state["out_dir"], "best_nme_io": state["best_nme_io"],
                       "epochs": state["epoch"]}))
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point for ``torchrun ... -m lightmark.train CONFIG`` (same arguments as the CLI)."""
+    import argparse
+
+    from .cli import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="lightmark train", description=__doc__.split("\n")[0])
+    add_train_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ class FaceDetector:
 # Fitting the detector-box -> landmark-crop mapping
 
 
-def _match(dets: np.ndarray, lm_box: np.ndarray, min_iou: float) -> Optional[np.ndarray]:
+def match_detection(dets: np.ndarray, lm_box: np.ndarray, min_iou: float) -> Optional[np.ndarray]:
     """The detection that belongs to the labelled face: highest IoU with its landmark box."""
     if len(dets) == 0:
         return None
@@ -261,7 +261,7 @@ def fit_box_mapping(dataset_paths: Sequence[PathLike], limit_per_dataset: Option
         stats = per_source.setdefault(source, {"faces": 0, "matched": 0})
         stats["faces"] += 1
         lm = landmark_box(pts)
-        d = _match(det.detect(image), lm, min_iou)
+        d = match_detection(det.detect(image), lm, min_iou)
         if d is None:
             continue
         stats["matched"] += 1

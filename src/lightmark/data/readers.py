@@ -247,20 +247,6 @@ def read_facesynthetics_labels(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     return pts, pupils.astype(np.float32)
 
 
-def _open_facesynthetics(folder: Path, labels: Sequence[str], names: set[str], skip_bad: bool,
-                         limit: Optional[int], seed: int) -> _Collector:
-    def make(label: str) -> Record:
-        stem = label[: -len("_ldmks.txt")]
-        image = _find_image(stem, names)
-        if image is None:
-            raise DataError(f"{folder / label}: missing image {stem}.png beside it")
-        pts, pupils = read_facesynthetics_labels(folder / label)
-        return Record(folder / image, pts, {"source": "facesynthetics", "pupils": pupils,
-                                            "label_path": str(folder / label)})
-
-    return _collect(labels, make, lambda lb: str(folder / lb), skip_bad, limit, seed)
-
-
 # --------------------------------------------------------------------------------------------
 # AFLW2000-3D
 
@@ -292,19 +278,6 @@ def read_aflw_mat(path: PathLike) -> tuple[np.ndarray, dict]:
         # Pose_Para = (pitch, yaw, roll) in radians, then translation and scale.
         meta["pitch_deg"], meta["yaw_deg"], meta["roll_deg"] = (float(math.degrees(a)) for a in pose[:3])
     return pts, meta
-
-
-def _open_aflw(folder: Path, labels: Sequence[str], names: set[str], skip_bad: bool,
-               limit: Optional[int], seed: int) -> _Collector:
-    def make(label: str) -> Record:
-        stem = label[:-4]
-        image = _find_image(stem, names)
-        if image is None:
-            raise DataError(f"{folder / label}: missing image {stem}.jpg beside it")
-        pts, meta = read_aflw_mat(folder / label)
-        return Record(folder / image, pts, meta)
-
-    return _collect(labels, make, lambda lb: str(folder / lb), skip_bad, limit, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,15 +321,39 @@ def read_pts(path: PathLike) -> np.ndarray:
     return _check_points(xy - 1.0, str(path))  # 1-based -> 0-based
 
 
-def _open_pts(folder: Path, labels: Sequence[str], names: set[str], skip_bad: bool,
-              limit: Optional[int], seed: int) -> _Collector:
+# --------------------------------------------------------------------------------------------
+# label files with their image beside them (FaceSynthetics, AFLW2000-3D, 300W)
+
+
+def _facesynthetics_labels(path: Path) -> tuple[np.ndarray, dict]:
+    pts, pupils = read_facesynthetics_labels(path)
+    return pts, {"source": "facesynthetics", "pupils": pupils, "label_path": str(path)}
+
+
+def _pts_labels(path: Path) -> tuple[np.ndarray, dict]:
+    return read_pts(path), {"source": "300w", "label_path": str(path)}
+
+
+#: kind -> (label suffix, the image kinds named when one is missing, reader: path -> (points, meta))
+_BESIDE: dict[str, tuple[str, str, Callable[[Path], tuple[np.ndarray, dict]]]] = {
+    "facesynthetics": ("_ldmks.txt", ".png", _facesynthetics_labels),
+    "aflw2000": (".mat", ".jpg", read_aflw_mat),
+    "pts": (".pts", ".jpg/.png", _pts_labels),
+}
+
+
+def _open_beside(kind: str, folder: Path, labels: Sequence[str], names: set[str], skip_bad: bool,
+                 limit: Optional[int], seed: int) -> _Collector:
+    """Records for label files ``STEM + suffix`` whose image ``STEM.*`` lies in the same folder."""
+    suffix, image_kinds, read = _BESIDE[kind]
+
     def make(label: str) -> Record:
-        stem = label[:-4]
+        stem = label[: -len(suffix)]
         image = _find_image(stem, names)
         if image is None:
-            raise DataError(f"{folder / label}: missing image {stem}.jpg/.png beside it")
-        return Record(folder / image, read_pts(folder / label),
-                      {"source": "300w", "label_path": str(folder / label)})
+            raise DataError(f"{folder / label}: missing image {stem}{image_kinds} beside it")
+        pts, meta = read(folder / label)
+        return Record(folder / image, pts, meta)
 
     return _collect(labels, make, lambda lb: str(folder / lb), skip_bad, limit, seed)
 
@@ -564,14 +561,10 @@ def open_dataset(path: PathLike, kind: Optional[str] = None, skip_bad: bool = Fa
     if len(kinds) > 1:
         raise DataError(f"{p}: holds several kinds of labels ({', '.join(kinds)}); pass kind= to choose")
     k = kinds[0]
-    if k == "facesynthetics":
-        col = _open_facesynthetics(p, found[k], names, skip_bad, limit, seed)
-    elif k == "aflw2000":
-        col = _open_aflw(p, found[k], names, skip_bad, limit, seed)
-    elif k == "pts":
-        col = _open_pts(p, found[k], names, skip_bad, limit, seed)
-    else:
+    if k == "csv":
         col = _open_csv([p / n for n in found[k]], p.name, skip_bad, limit, seed)
+    else:
+        col = _open_beside(k, p, found[k], names, skip_bad, limit, seed)
     return _finish(col, p.name, k, p, p)
 
 
@@ -598,6 +591,5 @@ def _open_file(p: Path, kind: Optional[str], skip_bad: bool, limit: Optional[int
         col = _open_csv([p], folder.name, skip_bad, limit, seed)
         return _finish(col, p.stem, kind, folder, p)
     names = _listdir(folder)
-    opener = {"facesynthetics": _open_facesynthetics, "aflw2000": _open_aflw, "pts": _open_pts}[kind]
-    col = opener(folder, [p.name], names, skip_bad, limit, seed)
+    col = _open_beside(kind, folder, [p.name], names, skip_bad, limit, seed)
     return _finish(col, p.stem, kind, folder, p)

@@ -81,15 +81,23 @@ def check_model_rules(model: nn.Module, what: str = "model") -> None:
     with torch.device("meta"):
         ref = saved_state(build_model(model.cfg))
     got = saved_state(model)
-    extra = sorted(set(got) - set(ref))
-    missing = sorted(set(ref) - set(got))
+    extra, missing, bad_shape = _compare_tensors(got, ref)
     if extra or missing:
         raise ModelRuleError(f"{what}: not the single network its config describes "
                              f"(extra tensors {extra[:5]}, missing {missing[:5]})")
-    for k, t in got.items():
-        if tuple(t.shape) != tuple(ref[k].shape):
-            raise ModelRuleError(f"{what}: tensor {k!r} has shape {tuple(t.shape)}, "
-                                 f"the config gives {tuple(ref[k].shape)}")
+    if bad_shape:
+        k = bad_shape[0]
+        raise ModelRuleError(f"{what}: tensor {k!r} has shape {tuple(got[k].shape)}, "
+                             f"the config gives {tuple(ref[k].shape)}")
+
+
+def _compare_tensors(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
+                     ) -> tuple[list[str], list[str], list[str]]:
+    """Names in ``got`` but not ``ref``, in ``ref`` but not ``got``, and in both with other shapes."""
+    extra = sorted(set(got) - set(ref))
+    missing = sorted(set(ref) - set(got))
+    bad_shape = [k for k, t in got.items() if k in ref and tuple(t.shape) != tuple(ref[k].shape)]
+    return extra, missing, bad_shape
 
 
 def _plain(value: Any) -> Any:
@@ -166,17 +174,17 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> tupl
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{weights_path}: cannot read safetensors ({e})") from None
     expected = saved_state(model)
-    extra = sorted(set(tensors) - set(expected))
-    missing = sorted(set(expected) - set(tensors))
+    extra, missing, bad_shape = _compare_tensors(tensors, expected)
     if extra or missing:
         raise ModelFileError(f"{weights_path}: tensors do not match the config in {json_path.name} "
                              f"(unexpected {extra[:5]}, missing {missing[:5]})")
     for k, t in tensors.items():
         if t.dtype != torch.float32:
             raise ModelFileError(f"{weights_path}: tensor {k!r} is {t.dtype}, expected float32")
-        if t.shape != expected[k].shape:
-            raise ModelFileError(f"{weights_path}: tensor {k!r} has shape {tuple(t.shape)}, "
-                                 f"the config gives {tuple(expected[k].shape)}")
+    if bad_shape:
+        k = bad_shape[0]
+        raise ModelFileError(f"{weights_path}: tensor {k!r} has shape {tuple(tensors[k].shape)}, "
+                             f"the config gives {tuple(expected[k].shape)}")
     # strict=False only for the exempt num_batches_tracked counters, checked absent above.
     model.load_state_dict(tensors, strict=False)
     return model.to(device).eval(), meta

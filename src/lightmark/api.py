@@ -164,7 +164,7 @@ class Landmarker:
                 from .runtime.detector import load_box_mapping
 
                 m = load_box_mapping()
-                ratio = float(m.get("side_ratio", m["crop_scale"] / geometry.LANDMARK_CROP_SCALE))
+                ratio = m["side_ratio"]
                 shift = (float(m["crop_shift"][0]), float(m["crop_shift"][1]))
             self._mapping = (ratio * self.crop_scale, (float(shift[0]), float(shift[1])))
         return self._mapping

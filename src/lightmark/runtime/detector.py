@@ -122,6 +122,8 @@ def load_box_mapping(path: PathLike = DEFAULT_MAPPING) -> dict[str, Any]:
         raise DetectorError(f"{p}: crop_scale must be positive and crop_shift two finite numbers")
     data["crop_scale"] = scale
     data["crop_shift"] = shift
+    # landmark-box side / detector-box side; older files hold only the 1.25x crop scale
+    data["side_ratio"] = float(data.get("side_ratio", scale / LANDMARK_CROP_SCALE))
     return data
 
 

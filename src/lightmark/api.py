@@ -200,7 +200,7 @@ class Landmarker:
         """:meth:`predict_all` for several images; the landmark model sees all their faces in one
         batch (per pass), which is faster than image after image on a CPU."""
         imgs = [as_image(i) for i in images]
-        dets = [self.detector.detect(i) for i in imgs]  # already arrays: no second conversion
+        dets = [self.detect(i) for i in imgs]
         points = self._predict_groups(imgs, [d[:, :4].astype(np.float64) for d in dets], "face")
         return [[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p) for d, p in zip(ds, pts)]
                 for ds, pts in zip(dets, points)]

@@ -178,6 +178,7 @@ def test_predict_all_on_a_photo(lm):
 
 def test_predict_many_batches_like_one_by_one(model_path):
     """Batched over images (and with the refine pass) = image after image."""
+    helen_image()  # skips when the shared data is missing
     lm = Landmarker(model=model_path, refine=True)
     photos = [load_image(p) for p in sorted(HELEN.glob("*.jpg"))[:3]] + [np.zeros((90, 90, 3), np.uint8)]
     many = lm.predict_many(photos)

@@ -24,6 +24,9 @@ class ModelConfig:
     head_channels: int = 128
     heatmap_size: int = 16
     deconv_strides: list[int] = field(default_factory=lambda: [2, 2])
+    # Up-sampling of heatmap/integral heads: "deconv" (the seed's transposed convs) or
+    # "separable" (bilinear + depthwise-separable convs: the fast CPU head).
+    head_block: str = "deconv"
     attention: Optional[str] = None  # None, "se" or "coord"
     num_points: int = 68
 
@@ -80,6 +83,9 @@ class TrainConfig:
     threads: Optional[int] = None  # torch intra-op threads
     val_limit: Optional[int] = None  # validate on at most this many images
     init_from: Optional[str] = None  # start from these weights (a fine-tune), fresh optimiser
+    # Copy only these parts of init_from (e.g. [backbone]: a new head on a trained backbone);
+    # None: the whole model. Each named part must match exactly.
+    init_modules: Optional[list[str]] = None
 
 
 @dataclass

@@ -261,6 +261,29 @@ def validate(cfg: Config, model: torch.nn.Module, val_set: LandmarkDataset, spli
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
+def init_parts(model: torch.nn.Module, start: torch.nn.Module, parts: Optional[list[str]],
+               where: str) -> None:
+    """Copy ``start``'s weights into ``model``: all of them, or only the top-level modules named
+    in ``parts``; a part missing from either model or of another shape is a clear error."""
+    if not parts:
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"train.init_from {where}: its model does not match the config's "
+                             f"(set train.init_modules to copy parts only): {str(e)[:300]}") from None
+        return
+    for name in parts:
+        dst, src = getattr(model, name, None), getattr(start, name, None)
+        if not isinstance(dst, torch.nn.Module) or not isinstance(src, torch.nn.Module):
+            raise ValueError(f"train.init_modules: {name!r} is not a part of both models "
+                             f"(parts: {[n for n, _ in model.named_children()]})")
+        try:
+            dst.load_state_dict(src.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"train.init_modules: {name!r} of {where} does not match the "
+                             f"config's: {str(e)[:300]}") from None
+
+
 def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
           log: Callable[[str], None] = print) -> dict:
     """Train ``cfg`` and return the final state (history, best validation NME, output paths)."""
@@ -307,9 +330,9 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     # model and optimiser
     model = build_model(cfg.model).to(device)
     if t.init_from and not resume:
-        start, _ = load_model(t.init_from)  # checks the checksum; a config mismatch fails here
-        model.load_state_dict(start.state_dict())
-        say(f"initialised from {t.init_from}")
+        start, _ = load_model(t.init_from)  # checks the checksum
+        init_parts(model, start, t.init_modules, t.init_from)
+        say(f"initialised {', '.join(t.init_modules) if t.init_modules else 'the model'} from {t.init_from}")
     opt = make_optimizer(cfg, model)
     state = {"epoch": 0, "step": 0, "history": [], "best_nme_io": None}
     if resume:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..config import CodecConfig, ModelConfig, config_from_dict, model_config_from_dict, to_dict
-from .heads import (ATTENTIONS, CoordAttention, HeatmapHead, IntegralHead, RegressionHead,
+from .heads import (ATTENTIONS, HEAD_BLOCKS, CoordAttention, HeatmapHead, IntegralHead,
+                    RegressionHead, SeparableHead, make_map_head,
                     SqueezeExcite, crop_to_heatmap, heatmap_to_crop, soft_argmax)
 from .shufflenet import STAGE_CHANNELS, STRIDE, ShuffleNetV2, channel_shuffle
 
@@ -35,8 +36,8 @@ BACKBONES: dict[str, BackboneFactory] = {
 }
 #: Heads by ``ModelConfig.head``, each built as ``factory(in_channels, cfg)``.
 HEADS: dict[str, HeadFactory] = {
-    "heatmap": HeatmapHead,
-    "integral": IntegralHead,
+    "heatmap": make_map_head,  # HeatmapHead or SeparableHead, by cfg.head_block
+    "integral": make_map_head,
     "regression": RegressionHead,
 }
 
@@ -81,6 +82,8 @@ def check_model_config(cfg: ModelConfig) -> None:
     if cfg.attention is not None and cfg.attention not in ATTENTIONS:
         raise ModelConfigError(f"model.attention: unknown {cfg.attention!r}; known: None, {sorted(ATTENTIONS)}")
     if cfg.head in ("heatmap", "integral"):
+        if cfg.head_block not in HEAD_BLOCKS:
+            raise ModelConfigError(f"model.head_block: unknown {cfg.head_block!r}; known: {sorted(HEAD_BLOCKS)}")
         strides = cfg.deconv_strides
         if not isinstance(strides, (list, tuple)) or not all(isinstance(s, int) and s >= 1 for s in strides):
             raise ModelConfigError(f"model.deconv_strides: must be a list of positive integers, got {strides!r}")
@@ -222,7 +225,7 @@ from .checkpoint import (MAX_MODEL_BYTES, ModelFileError, ModelRuleError, check_
 
 __all__ = [
     "ATTENTIONS", "BACKBONES", "HEADS", "MAX_MODEL_BYTES", "CoordAttention", "HeatmapHead",
-    "IntegralHead", "LandmarkModel", "ModelConfigError", "ModelFileError", "ModelRuleError",
+    "HEAD_BLOCKS", "IntegralHead", "SeparableHead", "LandmarkModel", "ModelConfigError", "ModelFileError", "ModelRuleError",
     "RegressionHead", "ShuffleNetV2", "SqueezeExcite", "TorchPredictor", "build_model",
     "channel_shuffle", "check_model_config", "check_model_rules", "count_macs", "crop_to_heatmap",
     "heatmap_to_crop", "load_model", "model_info", "model_paths", "register_backbone",

@@ -138,6 +138,66 @@ class IntegralHead(HeatmapHead):
     (integral regression, Sun et al. 2018), trained with a loss on coordinates."""
 
 
+def separable_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Depthwise 3x3 (BN) then pointwise 1x1 (BN+ReLU): a 3x3 conv's reach at a fraction of its cost."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, in_ch, 3, 1, 1, groups=in_ch, bias=False), nn.BatchNorm2d(in_ch),
+        nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class SeparableHead(nn.Module):
+    """The heatmap/integral head made cheap for CPU inference (``head_block: separable``).
+
+    1x1 projection to ``head_channels`` at stride 32, then per entry of ``deconv_strides`` a
+    bilinear up-sampling (half-pixel centres, like the heatmap contract) and a depthwise-separable
+    block, then attention and a separable 1x1 output. On onnxruntime the two transposed convs and
+    the dense 3x3 of :class:`HeatmapHead` took about 0.6 ms of a 2.2 ms forward pass at 128 px;
+    this head does the same up-sampling in about a tenth of the multiply-adds. The output contract
+    (maps of ``heatmap_size``, pixel-centre mapping) is the same as :class:`HeatmapHead`'s.
+    """
+
+    def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        c = int(cfg.head_channels)
+        if c < 1:
+            raise ValueError(f"head_channels must be positive, got {cfg.head_channels}")
+        self.proj = nn.Sequential(nn.Conv2d(in_channels, c, 1, bias=False), nn.BatchNorm2d(c),
+                                  nn.ReLU(inplace=True))
+        self.strides = [int(s) for s in cfg.deconv_strides]
+        self.blocks = nn.ModuleList(separable_block(c, c) for _ in self.strides)
+        self.attention = make_attention(cfg.attention, c)
+        self.out = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),
+                                 nn.Conv2d(c, cfg.num_points, 1))
+        self.heatmap_size = int(cfg.heatmap_size)
+        self.natural_size = cfg.input_size // STRIDE * math.prod(self.strides)
+        self.resize = self.natural_size != self.heatmap_size
+        nn.init.normal_(self.out[-1].weight, std=0.001)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        for s, block in zip(self.strides, self.blocks):
+            if s > 1:
+                x = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+            x = block(x)
+        x = self.out(self.attention(x))
+        if self.resize:
+            x = F.interpolate(x, size=(self.heatmap_size, self.heatmap_size), mode="bilinear",
+                              align_corners=False)
+        return x
+
+
+#: Up-sampling blocks by ``ModelConfig.head_block``, for the ``heatmap`` and ``integral`` heads.
+HEAD_BLOCKS: dict[str, type[nn.Module]] = {"deconv": HeatmapHead, "separable": SeparableHead}
+
+
+def make_map_head(in_channels: int, cfg: ModelConfig) -> nn.Module:
+    """The ``heatmap`` / ``integral`` head built with the up-sampling block ``cfg.head_block``."""
+    if cfg.head_block not in HEAD_BLOCKS:
+        raise ValueError(f"unknown head_block {cfg.head_block!r}; known: {sorted(HEAD_BLOCKS)}")
+    return HEAD_BLOCKS[cfg.head_block](in_channels, cfg)
+
+
 class RegressionHead(nn.Module):
     """Global average pool -> linear -> ``(B, K, 2)`` points in crop pixels.
 

@@ -28,10 +28,11 @@ def saved(tmp_path, cfg: ModelConfig, name: str = "m"):
     return m
 
 
-@pytest.mark.parametrize("head,attention,hm", [("integral", "coord", 8), ("heatmap", "se", 12),
-                                               ("regression", None, 8)])
-def test_onnx_matches_torch(tmp_path, head, attention, hm):
-    m = saved(tmp_path, tiny(head=head, attention=attention, heatmap_size=hm))
+@pytest.mark.parametrize("head,attention,hm,block", [
+    ("integral", "coord", 8, "deconv"), ("heatmap", "se", 12, "deconv"), ("regression", None, 8, "deconv"),
+    ("integral", "coord", 8, "separable"), ("integral", None, 12, "separable")])
+def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
+    m = saved(tmp_path, tiny(head=head, attention=attention, heatmap_size=hm, head_block=block))
     out = export_onnx(tmp_path / "m.safetensors", tmp_path / "exported")
     assert out == tmp_path / "exported.onnx" and out.is_file()
 

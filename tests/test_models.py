@@ -86,6 +86,30 @@ def test_head_shapes(head, attention):
     assert has_attention == (attention is not None)
 
 
+@pytest.mark.parametrize("head", ["heatmap", "integral"])
+@pytest.mark.parametrize("attention", [None, "coord"])
+@pytest.mark.parametrize("heatmap_size", [8, 12])
+def test_separable_head_shapes(head, attention, heatmap_size):
+    m = build_model(tiny(head=head, attention=attention, head_block="separable",
+                         heatmap_size=heatmap_size)).eval()
+    assert type(m.head).__name__ == "SeparableHead" and m.head.resize == (heatmap_size != 8)
+    assert not any(isinstance(mod, nn.ConvTranspose2d) for mod in m.modules())
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, 64, 64))
+    assert y.shape == (2, 68, heatmap_size, heatmap_size) and torch.isfinite(y).all()
+
+
+def test_separable_head_is_cheaper_than_deconv_head():
+    """The point of the separable block: fewer multiply-adds and parameters at the same width."""
+    cfg = dict(width=1.0, input_size=128, head_channels=64, heatmap_size=16)
+    deconv, separable = build_model(tiny(**cfg)), build_model(tiny(head_block="separable", **cfg))
+    head_macs = {k: count_macs(m, 128) - count_macs(m.backbone, 128)
+                 for k, m in (("deconv", deconv), ("separable", separable))}
+    assert head_macs["separable"] < head_macs["deconv"] / 4
+    assert sum(p.numel() for p in separable.head.parameters()) < \
+        sum(p.numel() for p in deconv.head.parameters()) / 4
+
+
 @pytest.mark.parametrize("width", [0.5, 1.0, 1.5, 2.0])
 def test_widths_with_integral_head(width):
     m = build_model(tiny(width=width, backbone="shufflenet_v2")).eval()
@@ -163,7 +187,8 @@ def test_regression_head_outputs_crop_pixels():
 
 @pytest.mark.parametrize("field,value", [("width", 0.75), ("input_size", 100), ("head", "mlp"),
                                          ("attention", "cbam"), ("backbone", "resnet"),
-                                         ("deconv_strides", [2, 0]), ("heatmap_size", 0)])
+                                         ("deconv_strides", [2, 0]), ("heatmap_size", 0),
+                                         ("head_block", "pixelshuffle")])
 def test_bad_config_rejected(field, value):
     with pytest.raises(ModelConfigError, match=field):
         build_model(tiny(**{field: value}))

@@ -121,3 +121,17 @@ def test_predictor_and_geometry_round_trip(tmp_path):
         np.testing.assert_allclose(geometry.apply_affine(q, m), tiny_points(), atol=1e-3)
         centre = q.mean(axis=0)  # the ring is centred on the crop centre = the box centre
         np.testing.assert_allclose(centre, [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], atol=0.6)
+
+
+def test_to_input_is_the_normalisation_formula():
+    """The fast plane-by-plane to_input equals (pixel / 255 - MEAN) / STD in NCHW layout."""
+    from lightmark.imaging import MEAN, STD
+
+    crops = random_crops(3, seed=5)
+    want = ((crops.astype(np.float64) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
+    got = to_input(crops)
+    assert got.shape == (3, 3, S, S) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    np.testing.assert_array_equal(to_input(crops[1]), got[1:2])  # one crop without a batch axis
+    # A non-contiguous view (every other crop) gives the same numbers as its copy.
+    np.testing.assert_array_equal(to_input(crops[::2]), to_input(np.ascontiguousarray(crops[::2])))

@@ -178,6 +178,33 @@ def test_init_from_starts_a_fine_tune_from_saved_weights(tmp_path: Path) -> None
             assert torch.equal(va, vb), k
 
 
+def test_init_modules_puts_a_new_head_on_a_trained_backbone(tmp_path: Path) -> None:
+    from lightmark.models import load_model
+    from lightmark.train import train
+
+    train(tiny_config(tmp_path / "base", epochs=1), log=lambda _m: None)
+    base = str(tmp_path / "base" / "last.safetensors")
+    cfg = tiny_config(tmp_path / "tune", epochs=1, init_from=base, init_modules=["backbone"])
+    cfg.model.head_block, cfg.train.lr, cfg.val_data = "separable", 0.0, None
+    train(cfg, log=lambda _m: None)
+    a, _ = load_model(base)
+    b, _ = load_model(tmp_path / "tune" / "last.safetensors")
+    for (k, va), vb in zip(a.backbone.state_dict().items(), b.backbone.state_dict().values()):
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(va, vb), k
+    assert type(b.head).__name__ == "SeparableHead"
+
+    # Copying the whole model into another architecture, or a part that does not exist, fails
+    # with the field to change named.
+    cfg = tiny_config(tmp_path / "t2", epochs=1, init_from=base)
+    cfg.model.head_block, cfg.val_data = "separable", None
+    with pytest.raises(ValueError, match="init_modules"):
+        train(cfg, log=lambda _m: None)
+    cfg.train.init_modules = ["neck"]
+    with pytest.raises(ValueError, match="'neck' is not a part"):
+        train(cfg, log=lambda _m: None)
+
+
 def test_bad_head_loss_pair_fails_before_caching(tmp_path: Path) -> None:
     from lightmark.train import train
 

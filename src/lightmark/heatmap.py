@@ -11,6 +11,8 @@ for an ``S x S`` network input, which keeps the outer edges of both grids aligne
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -156,6 +158,15 @@ def decode_subpixel(hm: np.ndarray, radius: int = 2, max_offset: float = 1.0) ->
     return np.where(ok[..., None], refined, coords).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _moment_columns(h: int, w: int) -> np.ndarray:
+    """``(h*w, 3)`` float32 columns 1, x, y of each cell of an ``h x w`` map, row-major."""
+    ys, xs = np.divmod(np.arange(h * w, dtype=np.float32), w)
+    cols = np.stack([np.ones(h * w, np.float32), xs, ys], axis=1)
+    cols.flags.writeable = False  # shared between calls
+    return cols
+
+
 def soft_argmax(logits: np.ndarray) -> np.ndarray:
     """``(B, K, 2)`` float32 (x, y): expectation of cell-centre coordinates under softmax(logits).
 
@@ -163,14 +174,10 @@ def soft_argmax(logits: np.ndarray) -> np.ndarray:
     """
     a = _check_maps(logits, "soft_argmax")
     b, k, h, w = a.shape
-    flat = a.reshape(b, k, h * w)
-    flat = flat - flat.max(axis=-1, keepdims=True)  # stable softmax
-    p = np.exp(flat)
-    p /= p.sum(axis=-1, keepdims=True)
-    p = p.reshape(b, k, h, w)
-    x = (p.sum(axis=2) * np.arange(w)).sum(axis=-1)
-    y = (p.sum(axis=3) * np.arange(h)).sum(axis=-1)
-    return np.stack([x, y], axis=-1).astype(np.float32)
+    flat = a.reshape(b, k, h * w).astype(np.float32)
+    p = np.exp(flat - flat.max(axis=-1, keepdims=True))  # unnormalised, stable softmax
+    m = p @ _moment_columns(h, w)  # (B, K, 3): the softmax's sum and both first moments
+    return (m[..., 1:] / m[..., :1]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- coordinates

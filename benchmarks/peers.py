@@ -539,7 +539,8 @@ def write_markdown(res: dict, path: Path) -> None:
     mo = res["model"]
     trained = f", epoch {mo['epoch']}" if mo.get("epoch") is not None else ""
     L.append(f"- lightmark model: `{mo['source']}` ({mo.get('name') or 'unnamed'}{trained}; sha256 `{mo['sha256']}`; ONNX sha256 "
-             f"`{mo['onnx_sha256']}`, {mo['onnx_source']}); input {mo['input_size']} px, `{mo['backbone']}` x{mo['width']} + `{mo['head']}` head, "
+             f"`{mo['onnx_sha256']}`, {mo['onnx_source']}); input {mo['input_size']} px, `{mo['backbone']}` x{mo['width']} + `{mo['head']}` head "
+             f"({mo.get('head_block') or 'deconv'} block), "
              f"{mo['params'] / 1e6:.2f} M parameters, {mo['macs'] / 1e6:.0f} M multiply-adds per face")
     L.append(f"- dlib: `{Path(res['dlib']['model']).name}` with `get_frontal_face_detector()` "
              f"(upsample {res['dlib']['upsample']} unless said otherwise)")
@@ -768,7 +769,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         model_info = {"source": str(model), "name": meta.get("name"), "epoch": meta.get("epoch"),
                       "sha256": sha256(weights), "onnx_sha256": sha256(onnx_path),
                       "onnx_source": onnx_source, "input_size": meta["model"].get("input_size"),
-                      "head": meta["model"].get("head"), "backbone": meta["model"].get("backbone"),
+                      "head": meta["model"].get("head"),
+                      "head_block": meta["model"].get("head_block", "deconv"), "backbone": meta["model"].get("backbone"),
                       "width": meta["model"].get("width"), "crop_scale": meta.get("crop_scale"),
                       "json_onnx_sha256_matches": onnx_meta.get("onnx_sha256") == sha256(onnx_path)}
         from lightmark.models import model_info as _model_info

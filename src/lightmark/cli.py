@@ -56,7 +56,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(info, None)
     else:
-        print(f"model: {cfg.backbone} x{cfg.width}, head {cfg.head} ({cfg.head_channels} ch, "
+        print(f"model: {cfg.backbone} x{cfg.width}, head {cfg.head} ({cfg.head_block} block, {cfg.head_channels} ch, "
               f"{cfg.heatmap_size}x{cfg.heatmap_size}), input {cfg.input_size}x{cfg.input_size}")
         print(f"parameters: {info['params']:,} (backbone {info['params_backbone']:,}, "
               f"head {info['params_head']:,})")

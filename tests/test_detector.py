@@ -148,6 +148,14 @@ def test_bad_mapping_and_model_files(tmp_path):
     bad.write_text("{")
     with pytest.raises(DetectorError, match="bad.json: not a valid box-mapping file"):
         load_box_mapping(bad)
+    bad.write_text(json.dumps({"crop_scale": 1.0}))
+    with pytest.raises(DetectorError, match="bad.json: not a valid box mapping"):
+        load_box_mapping(bad)
+    # A mapping given as a dict gets the same checks, and side_ratio filled in the same way.
+    with pytest.raises(DetectorError, match="box_mapping=.*crop_shift two finite numbers"):
+        FaceDetector(box_mapping={"crop_scale": 1.0, "crop_shift": [0.0, float("nan")]})
+    d = FaceDetector(box_mapping={"crop_scale": 1.0, "crop_shift": [0.0, 0.1]})
+    assert d.crop_shift == (0.0, 0.1) and d.side_ratio == pytest.approx(1.0 / 1.25)
     with pytest.raises(DetectorError, match="missing.onnx: no such face detector file"):
         FaceDetector(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"

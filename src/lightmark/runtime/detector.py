@@ -114,17 +114,27 @@ def load_box_mapping(path: PathLike = DEFAULT_MAPPING) -> dict[str, Any]:
                             f"`python -m lightmark.runtime.detector fit`)")
     try:
         data = json.loads(p.read_text())
-        scale = float(data["crop_scale"])
-        shift = tuple(float(v) for v in data["crop_shift"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise DetectorError(f"{p}: not a valid box-mapping file ({type(e).__name__}: {e})") from None
+    return checked_box_mapping(data, str(p))
+
+
+def checked_box_mapping(data: Any, where: str = "box mapping") -> dict[str, Any]:
+    """A copy of a box mapping (a dict as in the JSON files) with numbers checked and
+    ``side_ratio`` filled in; :class:`DetectorError` naming ``where`` otherwise."""
+    try:
+        out = dict(data)
+        scale = float(out["crop_scale"])
+        shift = tuple(float(v) for v in out["crop_shift"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DetectorError(f"{where}: not a valid box mapping ({type(e).__name__}: {e})") from None
     if len(shift) != 2 or not (np.isfinite(scale) and scale > 0) or not np.all(np.isfinite(shift)):
-        raise DetectorError(f"{p}: crop_scale must be positive and crop_shift two finite numbers")
-    data["crop_scale"] = scale
-    data["crop_shift"] = shift
+        raise DetectorError(f"{where}: crop_scale must be positive and crop_shift two finite numbers")
+    out["crop_scale"] = scale
+    out["crop_shift"] = shift
     # landmark-box side / detector-box side; older files hold only the 1.25x crop scale
-    data["side_ratio"] = float(data.get("side_ratio", scale / LANDMARK_CROP_SCALE))
-    return data
+    out["side_ratio"] = float(out.get("side_ratio", scale / LANDMARK_CROP_SCALE))
+    return out
 
 
 class FaceDetector:
@@ -165,14 +175,13 @@ class FaceDetector:
             raise DetectorError(f"{self.model_path}: expected outputs 'scores' and 'boxes', got {sorted(outs)}")
 
         if isinstance(box_mapping, dict):
-            mapping = dict(box_mapping)
+            mapping = checked_box_mapping(box_mapping, "FaceDetector(box_mapping=...)")
         else:
             mapping = load_box_mapping(box_mapping if box_mapping is not None else DEFAULT_MAPPING)
         self.box_mapping: dict[str, Any] = mapping
-        self.crop_scale: float = float(mapping["crop_scale"])
-        self.crop_shift: tuple[float, float] = (float(mapping["crop_shift"][0]),
-                                                float(mapping["crop_shift"][1]))
-        self.side_ratio: float = float(mapping.get("side_ratio", self.crop_scale / LANDMARK_CROP_SCALE))
+        self.crop_scale: float = mapping["crop_scale"]
+        self.crop_shift: tuple[float, float] = mapping["crop_shift"]
+        self.side_ratio: float = mapping["side_ratio"]
 
     def canvas_size(self, image: np.ndarray) -> tuple[int, int]:
         """(width, height) of the image padded right/bottom to the detector's aspect ratio.

@@ -1,0 +1,79 @@
+"""onnxruntime latency of candidate architectures (random weights), one thread, batch 1.
+
+The search behind the shipped model's head: how much of a forward pass each head and input size
+costs on a CPU, measured in one run. Weights do not change the speed, so no training is needed.
+
+    python benchmarks/head_latency.py [--repeats 400]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+import warnings
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+
+from lightmark.config import ModelConfig  # noqa: E402
+from lightmark.models import build_model, count_macs  # noqa: E402
+
+BASE = dict(backbone="shufflenet_v2_noconv5", width=1.0, input_size=128, head="integral",
+            head_channels=64, heatmap_size=16, deconv_strides=[2, 2])
+CANDIDATES = {
+    "transposed-conv head, 64 ch (bundled before)": {},
+    "separable head, 64 ch": dict(head_block="separable"),
+    "separable head, 128 ch": dict(head_block="separable", head_channels=128),
+    "separable head, 128 ch + coord attention (bundled)": dict(head_block="separable", head_channels=128,
+                                                              attention="coord"),
+    "separable head, 64 ch, 96 px input": dict(head_block="separable", input_size=96, heatmap_size=12),
+    "x0.5 with conv5, separable head, 64 ch": dict(head_block="separable", width=0.5, backbone="shufflenet_v2"),
+    "x1.5 without conv5, separable head, 64 ch": dict(head_block="separable", width=1.5),
+}
+
+
+def latency_ms(cfg: ModelConfig, repeats: int) -> float:
+    model = build_model(cfg).eval()
+    s = cfg.input_size
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, s, s),), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"], do_constant_folding=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
+    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, s, s), dtype=np.float32)
+    for _ in range(50):
+        sess.run(None, {"input": x})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {"input": x})
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=400)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)")
+    print("| architecture | median ms (1 thread, batch 1) | M multiply-adds | M parameters |")
+    print("|---|---:|---:|---:|")
+    for name, change in CANDIDATES.items():
+        cfg = ModelConfig(**{**BASE, **change})
+        ms = latency_ms(cfg, args.repeats)
+        model = build_model(cfg)
+        print(f"| {name} | {ms:.2f} | {count_macs(model, cfg.input_size) / 1e6:.1f} | "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} |", flush=True)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -164,8 +164,7 @@ class Landmarker:
                 from .runtime.detector import load_box_mapping
 
                 m = load_box_mapping()
-                ratio = m["side_ratio"]
-                shift = (float(m["crop_shift"][0]), float(m["crop_shift"][1]))
+                ratio, shift = m["side_ratio"], m["crop_shift"]
             self._mapping = (ratio * self.crop_scale, (float(shift[0]), float(shift[1])))
         return self._mapping
 

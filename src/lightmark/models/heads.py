@@ -91,19 +91,37 @@ def deconv_geometry(stride: int) -> tuple[int, int]:
     return kernel, (kernel - stride) // 2
 
 
-class HeatmapHead(nn.Module):
-    """Seed-style head: transposed convs (BN+ReLU) -> attention -> 3x3 conv (BN+ReLU) -> 1x1 conv.
+class MapHead(nn.Module):
+    """What the heads with map outputs share: the channel check, the output side, the resize.
 
     The natural output side is ``input_size / 32 * prod(deconv_strides)``. When that differs from
     ``heatmap_size`` the maps are resized bilinearly (half-pixel centres, ``align_corners=False``)
-    to ``heatmap_size``, which keeps the pixel-centre mapping of the contract exact.
+    to ``heatmap_size``, which keeps the pixel-centre mapping of the contract exact. Subclasses
+    build their layers and pass their output through :meth:`to_heatmap_size`.
     """
 
-    def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        c = int(cfg.head_channels)
-        if c < 1:
+        self.channels = int(cfg.head_channels)
+        if self.channels < 1:
             raise ValueError(f"head_channels must be positive, got {cfg.head_channels}")
+        self.heatmap_size = int(cfg.heatmap_size)
+        self.natural_size = cfg.input_size // STRIDE * math.prod(int(s) for s in cfg.deconv_strides)
+        self.resize = self.natural_size != self.heatmap_size
+
+    def to_heatmap_size(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize:
+            x = F.interpolate(x, size=(self.heatmap_size, self.heatmap_size), mode="bilinear",
+                              align_corners=False)
+        return x
+
+
+class HeatmapHead(MapHead):
+    """Seed-style head: transposed convs (BN+ReLU) -> attention -> 3x3 conv (BN+ReLU) -> 1x1 conv."""
+
+    def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        c = self.channels
         layers: list[nn.Module] = []
         prev = in_channels
         for s in cfg.deconv_strides:
@@ -116,9 +134,6 @@ class HeatmapHead(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(prev, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         self.out = nn.Conv2d(c, cfg.num_points, 1)
-        self.heatmap_size = int(cfg.heatmap_size)
-        self.natural_size = cfg.input_size // STRIDE * math.prod(int(s) for s in cfg.deconv_strides)
-        self.resize = self.natural_size != self.heatmap_size
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.normal_(m.weight, std=0.001 if m is self.out else 0.02)
@@ -126,11 +141,7 @@ class HeatmapHead(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.out(self.conv(self.attention(self.deconv(x))))
-        if self.resize:
-            x = F.interpolate(x, size=(self.heatmap_size, self.heatmap_size), mode="bilinear",
-                              align_corners=False)
-        return x
+        return self.to_heatmap_size(self.out(self.conv(self.attention(self.deconv(x)))))
 
 
 class IntegralHead(HeatmapHead):
@@ -145,7 +156,7 @@ def separable_block(in_ch: int, out_ch: int) -> nn.Sequential:
         nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
 
-class SeparableHead(nn.Module):
+class SeparableHead(MapHead):
     """The heatmap/integral head made cheap for CPU inference (``head_block: separable``).
 
     1x1 projection to ``head_channels`` at stride 32, then per entry of ``deconv_strides`` a
@@ -157,10 +168,8 @@ class SeparableHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
-        super().__init__()
-        c = int(cfg.head_channels)
-        if c < 1:
-            raise ValueError(f"head_channels must be positive, got {cfg.head_channels}")
+        super().__init__(cfg)
+        c = self.channels
         self.proj = nn.Sequential(nn.Conv2d(in_channels, c, 1, bias=False), nn.BatchNorm2d(c),
                                   nn.ReLU(inplace=True))
         self.strides = [int(s) for s in cfg.deconv_strides]
@@ -168,9 +177,6 @@ class SeparableHead(nn.Module):
         self.attention = make_attention(cfg.attention, c)
         self.out = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),
                                  nn.Conv2d(c, cfg.num_points, 1))
-        self.heatmap_size = int(cfg.heatmap_size)
-        self.natural_size = cfg.input_size // STRIDE * math.prod(self.strides)
-        self.resize = self.natural_size != self.heatmap_size
         nn.init.normal_(self.out[-1].weight, std=0.001)
         nn.init.zeros_(self.out[-1].bias)
 
@@ -180,11 +186,7 @@ class SeparableHead(nn.Module):
             if s > 1:
                 x = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
             x = block(x)
-        x = self.out(self.attention(x))
-        if self.resize:
-            x = F.interpolate(x, size=(self.heatmap_size, self.heatmap_size), mode="bilinear",
-                              align_corners=False)
-        return x
+        return self.to_heatmap_size(self.out(self.attention(x)))
 
 
 #: Up-sampling blocks by ``ModelConfig.head_block``, for the ``heatmap`` and ``integral`` heads.

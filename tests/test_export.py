@@ -53,6 +53,7 @@ def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
     assert meta["sha256"] == model_meta["sha256"] and meta["model"] == model_meta["model"]
     assert meta["trained_on"] == "test" and meta["crop_scale"] == 1.25
     assert meta["onnx_opset"] == 17 and meta["onnx_check"]["max_abs_diff"] < 1e-3
+    assert meta["onnx_channel_multiple"] == 16  # the graph is the padded copy, checked above
     proto = onnx.load(str(out))
     floats = [t for t in proto.graph.initializer if t.data_type != TensorProto.INT64]
     assert floats and all(t.data_type == TensorProto.FLOAT for t in floats)

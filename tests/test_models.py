@@ -66,6 +66,42 @@ def test_channel_shuffle_interleaves_groups():
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
 
 
+@pytest.mark.parametrize("cfg", [
+    tiny(head_block="separable", attention="coord"),
+    tiny(backbone="shufflenet_v2", head="heatmap", attention="se"),
+    tiny(width=1.0, head_block="separable", heatmap_size=12),
+    tiny(width=1.5, backbone="shufflenet_v2")])
+def test_padded_copy_gives_the_same_output_with_aligned_widths(cfg):
+    from lightmark.models.padding import conv_channel_counts, pad_channels
+
+    m = randomize(build_model(cfg))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    p = pad_channels(m, 16)
+    x = torch.randn(2, 3, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, got = m(x), p(x)
+    assert float(ref.abs().max()) > 0.1
+    torch.testing.assert_close(got, ref, atol=1e-5 * float(ref.abs().max()), rtol=0)
+    # Every backbone width is a multiple of 16 (the image's 3 channels in excepted) ...
+    for name, c_in, c_out in conv_channel_counts(p.backbone):
+        assert c_out % 16 == 0 and (c_in % 16 == 0 or c_in == 3), (name, c_in, c_out)
+    # ... some widths really changed, and the model passed in is untouched.
+    assert conv_channel_counts(p) != conv_channel_counts(m)
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    assert m.backbone.stage2[0].shuffle_order.numel() == STAGE_CHANNELS[cfg.width][1]
+
+
+def test_padding_leaves_other_heads_alone():
+    from lightmark.models.padding import conv_channel_counts, pad_channels, unit_map
+
+    m = randomize(build_model(tiny(head="regression")))
+    p = pad_channels(m)
+    assert conv_channel_counts(p) == conv_channel_counts(m) and not p.training
+    assert unit_map(3, 4) == [0, 1, 2, -1, 3, 4, 5, -1]
+    with pytest.raises(ValueError, match="multiple"):
+        pad_channels(m, 0)
+
+
 def test_bad_width_rejected():
     with pytest.raises(ValueError, match="width"):
         ShuffleNetV2(0.75)

@@ -26,6 +26,8 @@ OUTPUT_NAME = "output"
 #: Integer initializers up to this many elements are allowed: shape and index constants
 #: (e.g. the channel shuffle's Reshape targets), never weights.
 MAX_INT_INITIALIZER = 64
+#: Channel counts in the exported graph are rounded up to this (zero channels; see models.padding).
+CHANNEL_MULTIPLE = 16
 
 
 class ExportError(ValueError):
@@ -122,11 +124,15 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
 
     from .models import load_model
     from .models.checkpoint import check_model_rules
+    from .models.padding import pad_channels
 
     onnx_path, json_path = onnx_paths(out_path)
     model, meta = load_model(model_path)
     check_model_rules(model, str(model_path))
     s = int(model.cfg.input_size)
+    # The graph runs a copy with zero channels that suit onnxruntime's blocked layout (exact; the
+    # check below compares it with the unpadded model).
+    runtime_model = pad_channels(model, CHANNEL_MULTIPLE)
 
     # The legacy TorchScript exporter: the torch.export-based one needs onnxscript, which
     # lightmark does not depend on. Its deprecation warnings are not the user's concern.
@@ -137,7 +143,7 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
         warnings.simplefilter("ignore", category=UserWarning)
         try:
             torch.onnx.export(
-                model, (torch.zeros(1, 3, s, s),), buf, dynamo=False, opset_version=opset,
+                runtime_model, (torch.zeros(1, 3, s, s),), buf, dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True)
@@ -172,6 +178,7 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
         "onnx_opset": opset,
         "onnx_input": INPUT_NAME,
         "onnx_output": OUTPUT_NAME,
+        "onnx_channel_multiple": CHANNEL_MULTIPLE,
         "onnx_check": {"batch": check_batch, "max_abs_diff": diff, "tolerance": tol, **stats},
     })
     files.write_bytes(onnx_path, data)

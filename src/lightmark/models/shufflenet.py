@@ -76,6 +76,10 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         self.channels = out_ch
         self.half = half = out_ch // 2
+        # Output channel j takes concatenated channel shuffle_order[j]. A buffer, not a constant, so
+        # that models.padding can give an inference copy a layout with zero channels; it is not
+        # saved (persistent=False): checkpoints hold weights only.
+        self.register_buffer("shuffle_order", _shuffle_order(out_ch, 2).clone(), persistent=False)
         if stride == 2:
             # Left branch: depthwise 3x3/2 (linear) then 1x1 to half the output channels.
             self.branch1: nn.Module = nn.Sequential(
@@ -97,7 +101,7 @@ class ShuffleUnit(nn.Module):
             out = torch.cat((x[:, :half], self.branch2(x[:, half:])), dim=1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2, self.channels)
+        return out.index_select(1, self.shuffle_order)
 
 
 def make_stage(in_ch: int, out_ch: int, repeats: int) -> nn.Sequential:

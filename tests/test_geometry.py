@@ -70,3 +70,33 @@ def test_landmark_box_and_square() -> None:
     assert np.allclose(geometry.landmark_box(pts), [10, 20, 50, 90])
     centre, side = geometry.square_from_box([10, 20, 50, 90], scale=1.25, shift=(0.1, 0))
     assert np.allclose(centre, [34, 55]) and side == pytest.approx(87.5)
+
+
+@pytest.mark.parametrize("centre", [(300.0, 250.0), (20.0, 480.0), (590.0, 5.0), (-900.0, 100.0)])
+def test_shrinking_crop_blurs_only_what_it_reads(centre):
+    # The pre-blur of a strong down-scale runs on the region the crop reads; the crop must be what
+    # blurring the whole photo first gives (interior, photo edges, off-photo), up to warpAffine's
+    # fixed-point rounding of the shifted matrix: 1 of 255 on a rare pixel.
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (500, 600, 3), dtype=np.uint8)
+    m = geometry.crop_matrix(centre, 500.0, 64, angle_deg=17.0)  # scale 0.128: blurred
+    scale = 64 / 500
+    sigma = 0.25 / scale
+    k = int(2 * round(3 * sigma) + 1)
+    ref = cv2.warpAffine(cv2.GaussianBlur(image, (k, k), sigma), m, (64, 64), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    got = geometry.warp_image(image, m, 64)
+    assert ref.std() > 0 or centre[0] < 0
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_invert_affine_batches_and_refuses_singular():
+    ms = np.stack([geometry.crop_matrix((10.0 * i, 5.0), 40.0 + i, 32, angle_deg=30.0 * i) for i in range(4)])
+    inv = geometry.invert_affine(ms)
+    for m, i in zip(ms, inv):
+        np.testing.assert_allclose(geometry.compose_affine(i, m), np.eye(3)[:2], atol=1e-12)
+    with pytest.raises(ValueError, match="singular"):
+        geometry.invert_affine(np.zeros((2, 3)))

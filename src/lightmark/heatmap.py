@@ -34,8 +34,8 @@ def _hw(size: SizeLike) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _check_maps(hm: np.ndarray, what: str) -> np.ndarray:
-    a = np.asarray(hm, dtype=np.float64)
+def _check_maps(hm: np.ndarray, what: str, dtype: type = np.float64) -> np.ndarray:
+    a = np.asarray(hm, dtype=dtype)
     if a.ndim != 4:
         raise HeatmapError(f"{what}: expected (B, K, h, w) heatmaps, got shape {a.shape}")
     if a.shape[2] < 1 or a.shape[3] < 1:
@@ -172,9 +172,10 @@ def soft_argmax(logits: np.ndarray) -> np.ndarray:
 
     This is the decoder of the ``integral`` head (Sun et al., "Integral human pose regression").
     """
-    a = _check_maps(logits, "soft_argmax")
+    # float32 throughout, as the network computed them: a float64 copy cost a third of the time.
+    a = _check_maps(logits, "soft_argmax", np.float32)
     b, k, h, w = a.shape
-    flat = a.reshape(b, k, h * w).astype(np.float32)
+    flat = a.reshape(b, k, h * w)
     p = np.exp(flat - flat.max(axis=-1, keepdims=True))  # unnormalised, stable softmax
     m = p @ _moment_columns(h, w)  # (B, K, 3): the softmax's sum and both first moments
     return (m[..., 1:] / m[..., :1]).astype(np.float32)

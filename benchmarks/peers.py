@@ -22,7 +22,7 @@ Detections are matched to the labelled face by IoU >= 0.3 with its landmark box 
 counts as a failure (FR) and as 0 in the AUC.
 
 Timing is at one thread (OMP/MKL/torch/onnxruntime set to 1; dlib's predictor and HOG detector are
-single-threaded), twice: with all methods interleaved image by image, so a background load (e.g.
+single-threaded; OpenCV's pool set to one thread), twice: with all methods interleaved image by image, so a background load (e.g.
 a training run on the same CPU) slows every method alike, and one method at a time (a whole pass
 over the images each), as a program using one library runs; interleaving also charges each
 method for the caches the others evicted. The report gives the ratios to dlib and the CPU share
@@ -56,7 +56,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Optional  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+# OpenCV's own thread pool (crops, blur, the detector's resize) would otherwise use every core.
+cv2.setNumThreads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "src" / "lightmark" / "assets" / "model" / "lightmark.safetensors"

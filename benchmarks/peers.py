@@ -21,11 +21,11 @@ Detections are matched to the labelled face by IoU >= 0.3 with its landmark box 
 ``lightmark.evaluate``); a face without a match is a *miss*: it is left out of the mean NME and
 counts as a failure (FR) and as 0 in the AUC.
 
-Timing is at one thread (OMP/MKL/torch/onnxruntime set to 1; dlib's predictor and HOG detector are
-single-threaded; OpenCV's pool set to one thread), twice: with all methods interleaved image by image, so a background load (e.g.
-a training run on the same CPU) slows every method alike, and one method at a time (a whole pass
-over the images each), as a program using one library runs; interleaving also charges each
-method for the caches the others evicted. The report gives the ratios to dlib and the CPU share
+Timing is at one thread (OMP/MKL/torch/onnxruntime/OpenCV set to 1; dlib's predictor and HOG
+detector are single-threaded), twice: with all methods interleaved image by image, so a
+background load (e.g. a training run on the same CPU) slows every method alike, and one method at
+a time (a whole pass over the images each), as a program using one library runs; interleaving
+also charges each method for the caches the others evicted. The report gives the ratios to dlib and the CPU share
 other processes used during the run.
 
     .venv/bin/pip install -r benchmarks/requirements.txt

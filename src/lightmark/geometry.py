@@ -10,6 +10,7 @@ from the pixels.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -72,17 +73,19 @@ def crop_matrix(centre: Sequence[float], side: float, out_size: int, angle_deg: 
     screen) by that angle in the crop. With ``flip`` the crop
     is mirrored left-right; the caller must also permute labels with :data:`FLIP_PERMUTATION`.
     """
-    if side <= 0 or not np.isfinite(side):
+    if side <= 0 or not math.isfinite(side):
         raise ValueError(f"crop side must be positive, got {side}")
+    # Plain floats: numpy's per-call cost on 2x2 arrays was most of this function's time.
     s = out_size / side
-    a = np.deg2rad(angle_deg)
+    a = math.radians(angle_deg)
     # y points down in images, so this matrix turns content counter-clockwise on screen.
-    rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) * s
+    r00, r01, r10, r11 = math.cos(a) * s, math.sin(a) * s, -math.sin(a) * s, math.cos(a) * s
     if flip:
-        rot = np.diag([-1.0, 1.0]) @ rot
+        r00, r01 = -r00, -r01
     half = (out_size - 1) / 2.0  # the crop's centre in pixel-centre coordinates
-    t = np.array([half, half]) - rot @ np.asarray(centre, dtype=np.float64)
-    return np.hstack([rot, t[:, None]])
+    cx, cy = (float(v) for v in np.asarray(centre, dtype=np.float64).reshape(2))
+    return np.array([[r00, r01, half - (r00 * cx + r01 * cy)],
+                     [r10, r11, half - (r10 * cx + r11 * cy)]])
 
 
 def crop_matrix_from_box(box: Sequence[float], out_size: int, scale: float = LANDMARK_CROP_SCALE,
@@ -154,17 +157,22 @@ def _region_read(image: np.ndarray, m: np.ndarray, out_size: int,
     ``m`` moved onto it. The results of warping either pair are the same up to warpAffine's
     fixed-point rounding of the shifted matrix (1 of 255 on a rare pixel, tested)."""
     h, w = image.shape[:2]
-    edge = np.array([-0.5, out_size - 0.5])
-    src = apply_affine(np.array([[edge[0], edge[0]], [edge[0], edge[1]], [edge[1], edge[0]],
-                                 [edge[1], edge[1]]]), invert_affine(m))
-    lo = np.floor(src.min(axis=0)) - reach
-    hi = np.ceil(src.max(axis=0)) + reach + 1
-    x0, y0 = int(max(lo[0], 0)), int(max(lo[1], 0))
-    x1, y1 = int(min(hi[0], w)), int(min(hi[1], h))
+    (a, b, c), (d, e, f) = m.tolist()  # plain floats: a few numpy calls would cost more
+    det = a * e - b * d
+    if det == 0 or not math.isfinite(det):
+        raise ValueError("crop matrix is singular")
+    xs, ys = [], []
+    for u in (-0.5, out_size - 0.5):  # the crop's corners, back in the photo
+        for v in (-0.5, out_size - 0.5):
+            xs.append((e * (u - c) - b * (v - f)) / det)
+            ys.append((a * (v - f) - d * (u - c)) / det)
+    x0, y0 = max(math.floor(min(xs)) - reach, 0), max(math.floor(min(ys)) - reach, 0)
+    x1, y1 = min(math.ceil(max(xs)) + reach + 1, w), min(math.ceil(max(ys)) + reach + 1, h)
     if x0 >= x1 or y0 >= y1:  # the crop misses the photo: all border
         return image[:1, :1], m + np.array([[0, 0, 1e6], [0, 0, 1e6]])
     moved = m.copy()
-    moved[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    moved[0, 2] += a * x0 + b * y0
+    moved[1, 2] += d * x0 + e * y0
     return image[y0:y1, x0:x1], moved
 
 

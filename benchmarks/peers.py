@@ -432,6 +432,10 @@ def interleaved(tasks: dict[str, list[Callable[[], Any]]], repeats: int, warmup:
     return _summaries(wall, cpu)
 
 
+#: End-to-end methods also timed one at a time (the detectors alone are left out for run time).
+E2E_BLOCKED = ("lightmark-onnx/e2e", "lightmark-onnx/e2e-norefine", "dlib/e2e-up0", "dlib/e2e")
+
+
 def blocked(tasks: dict[str, list[Callable[[], Any]]], repeats: int, warmup: int = 3) -> dict:
     """Time every task's calls, one method at a time: each round runs a method's whole list back
     to back, then the next method's (the order rotated each round).
@@ -516,6 +520,9 @@ def run_timing(methods: Methods, afw: Path, n_images: int, repeats: int, progres
     if progress:
         print("timing end to end", file=sys.stderr)
     res_e2e = interleaved(e2e, repeats)
+    if progress:
+        print("timing end to end, one method at a time", file=sys.stderr)
+    res_e2e_blocked = blocked({k: e2e[k] for k in E2E_BLOCKED}, repeats)
 
     # Throughput: BATCH faces (GT boxes) from BATCH different images, as a batch for lightmark.
     batch = (samples * (BATCH // max(len(samples), 1) + 1))[:BATCH]
@@ -546,7 +553,8 @@ def run_timing(methods: Methods, afw: Path, n_images: int, repeats: int, progres
         v["faces_per_s"] = BATCH / (v["median_ms"] / 1e3)
     sizes = sorted({im.shape[:2] for im, *_ in samples})
     return {"images": len(samples), "repeats": repeats, "image_sizes_hw_min_max": [list(sizes[0]), list(sizes[-1])],
-            "single_face": res_single, "single_face_blocked": res_blocked, "end_to_end": res_e2e, "batch": BATCH, "throughput": res_tput}
+            "single_face": res_single, "single_face_blocked": res_blocked, "end_to_end": res_e2e,
+            "end_to_end_blocked": res_e2e_blocked, "batch": BATCH, "throughput": res_tput}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -681,15 +689,24 @@ def write_markdown(res: dict, path: Path) -> None:
         L.append("One library at a time (each round runs one method over all the images, then the "
                  "next; the order rotated each round): how a program that uses one of them sees it. "
                  "Interleaving call by call, as in the table above, also charges each method for "
-                 "the caches the others evicted.\n")
-        L.append("| method, landmarks only, box given | ms | vs dlib |")
+                 "the caches the others evicted. Landmark rows are compared with dlib on the mapped "
+                 "GT box, detector rows with dlib's HOG (upsample 0) + landmarks.\n")
+        L.append("| method, one library at a time | ms | vs dlib |")
         L.append("|---|---:|---:|")
-        for key, name in (("lightmark-onnx/gt", "lightmark (onnxruntime), GT landmark box"),
+        for key, name in (("lightmark-onnx/gt", "lightmark (onnxruntime), landmarks from the GT landmark box"),
                           ("lightmark-onnx/model-only", "lightmark (onnxruntime), model only (ready crop)"),
-                          ("lightmark-torch/gt", "lightmark (torch), GT landmark box"),
-                          ("dlib/gt-mapped", "dlib 68, mapped GT box"),
-                          ("dlib/hogbox", "dlib 68, HOG box")):
+                          ("lightmark-torch/gt", "lightmark (torch), landmarks from the GT landmark box"),
+                          ("dlib/gt-mapped", "dlib 68, landmarks from the mapped GT box"),
+                          ("dlib/hogbox", "dlib 68, landmarks from the HOG box")):
             L.append(f"| {name} | {cell(bb[key])} | {refb / bb[key]['median_ms']:.2f}x |")
+        eb = t.get("end_to_end_blocked")
+        if eb:
+            refe = eb["dlib/e2e-up0"]["median_ms"]
+            for key, name in (("lightmark-onnx/e2e", "lightmark (onnxruntime), detector + landmarks (`predict_all`, refine)"),
+                              ("lightmark-onnx/e2e-norefine", "lightmark (onnxruntime), detector + landmarks, one pass"),
+                              ("dlib/e2e-up0", "dlib, HOG (upsample 0) + landmarks"),
+                              ("dlib/e2e", "dlib, HOG (upsample 1) + landmarks")):
+                L.append(f"| {name} | {cell(eb[key])} | {refe / eb[key]['median_ms']:.2f}x |")
         L.append("")
     L.append(f"Model only (`predict_crops` on ready crops, no cropping): one crop torch "
              f"{ss['lightmark-torch/model-only']['median_ms']:.2f} ms, onnxruntime "

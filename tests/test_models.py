@@ -12,11 +12,11 @@ from torch import nn  # noqa: E402
 from lightmark.config import CodecConfig, ModelConfig, to_dict  # noqa: E402
 from lightmark.models import (  # noqa: E402
     LandmarkModel, ModelConfigError, ModelFileError, ModelRuleError, TorchPredictor, build_model,
-    channel_shuffle, check_model_rules, count_macs, crop_to_heatmap, heatmap_to_crop, load_model,
-    model_info, model_paths, save_model, soft_argmax)
+    check_model_rules, count_macs, crop_to_heatmap, heatmap_to_crop, load_model,
+    model_info, model_paths, save_model, shuffle_order, soft_argmax)
 from lightmark.models import checkpoint  # noqa: E402
 from lightmark.models.heads import deconv_geometry  # noqa: E402
-from lightmark.models.shufflenet import STAGE_CHANNELS, ShuffleNetV2  # noqa: E402
+from lightmark.models.shufflenet import STAGE_CHANNELS, ShuffleNetV2, ShuffleUnit  # noqa: E402
 
 from helpers import randomize, tiny  # noqa: E402
 
@@ -62,8 +62,14 @@ def test_backbone_output_shape(width):
 
 
 def test_channel_shuffle_interleaves_groups():
-    x = torch.arange(6.0).reshape(1, 6, 1, 1)
-    assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+    assert shuffle_order(6).tolist() == [0, 3, 1, 4, 2, 5]
+    unit = ShuffleUnit(6, 6, 1).eval()
+    for m in unit.branch2.modules():  # a branch that outputs zeros: the shuffle alone is visible
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.zeros_(m.weight)
+    x = torch.arange(1.0, 7.0).reshape(1, 6, 1, 1)
+    with torch.no_grad():
+        assert unit(x).flatten().tolist() == [1, 0, 2, 0, 3, 0]  # passthrough 1, 2, 3 interleaved
 
 
 @pytest.mark.parametrize("cfg", [
@@ -94,9 +100,21 @@ def test_padded_copy_gives_the_same_output_with_aligned_widths(cfg):
 def test_padding_leaves_other_heads_alone():
     from lightmark.models.padding import conv_channel_counts, pad_channels, unit_map
 
+    # Heads that cannot read padded features (regression; a heatmap head without a transposed
+    # conv) leave the model as it is when the padding would reach them (x1.0: 464 = 2 x 232,
+    # padded to 2 x 240) ...
+    for cfg in (tiny(width=1.0, head="regression"),
+                tiny(width=1.0, head="heatmap", deconv_strides=[], heatmap_size=2)):
+        m = randomize(build_model(cfg))
+        p = pad_channels(m)
+        assert conv_channel_counts(p) == conv_channel_counts(m) and not p.training
+    # ... and are padded inside when the features come out as they were (x0.5: 192 = 2 x 96).
     m = randomize(build_model(tiny(head="regression")))
     p = pad_channels(m)
-    assert conv_channel_counts(p) == conv_channel_counts(m) and not p.training
+    assert conv_channel_counts(p) != conv_channel_counts(m)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(p(x), m(x), atol=1e-5 * float(m(x).abs().max()), rtol=0)
     assert unit_map(3, 4) == [0, 1, 2, -1, 3, 4, 5, -1]
     with pytest.raises(ValueError, match="multiple"):
         pad_channels(m, 0)

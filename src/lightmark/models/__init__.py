@@ -18,7 +18,7 @@ from ..config import CodecConfig, ModelConfig, config_from_dict, model_config_fr
 from .heads import (ATTENTIONS, HEAD_BLOCKS, CoordAttention, HeatmapHead, IntegralHead,
                     RegressionHead, SeparableHead, make_map_head,
                     SqueezeExcite, crop_to_heatmap, heatmap_to_crop, soft_argmax)
-from .shufflenet import STAGE_CHANNELS, STRIDE, ShuffleNetV2, channel_shuffle
+from .shufflenet import STAGE_CHANNELS, STRIDE, ShuffleNetV2, shuffle_order
 
 
 class ModelConfigError(ValueError):
@@ -227,7 +227,7 @@ __all__ = [
     "ATTENTIONS", "BACKBONES", "HEADS", "MAX_MODEL_BYTES", "CoordAttention", "HeatmapHead",
     "HEAD_BLOCKS", "IntegralHead", "SeparableHead", "LandmarkModel", "ModelConfigError", "ModelFileError", "ModelRuleError",
     "RegressionHead", "ShuffleNetV2", "SqueezeExcite", "TorchPredictor", "build_model",
-    "channel_shuffle", "check_model_config", "check_model_rules", "count_macs", "crop_to_heatmap",
+    "check_model_config", "check_model_rules", "count_macs", "crop_to_heatmap",
     "heatmap_to_crop", "load_model", "model_info", "model_paths", "register_backbone",
-    "register_head", "save_model", "soft_argmax",
+    "register_head", "save_model", "shuffle_order", "soft_argmax",
 ]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .heads import HeatmapHead, SeparableHead
-from .shufflenet import ShuffleNetV2, ShuffleUnit, _shuffle_order
+from .shufflenet import ShuffleNetV2, ShuffleUnit, shuffle_order
 
 ChannelMap = list[int]
 
@@ -102,7 +102,7 @@ def _pad_unit(unit: ShuffleUnit, in_map: ChannelMap, multiple: int) -> ChannelMa
     # Concatenated: [left half, zeros, right half, zeros]. Output channel j of the original shuffle
     # takes concatenated channel order[j]; the padded output lays the result out as unit_map.
     padded_half = len(local)
-    order = _shuffle_order(2 * half, 2).tolist()
+    order = shuffle_order(2 * half).tolist()
     out_map = unit_map(half, multiple)
 
     def physical(k: int) -> int:  # where concatenated channel k sits in the padded concatenation
@@ -139,9 +139,9 @@ def pad_head_input(head: nn.Module, in_map: ChannelMap) -> bool:
         conv = proj[0]
         head.proj = nn.Sequential(_conv(conv, in_map, list(range(conv.out_channels))), *proj[1:])
         return True
-    if isinstance(head, HeatmapHead):  # also IntegralHead
-        layers = list(head.deconv)
-        t = layers[0]
+    layers = list(getattr(head, "deconv", []))
+    if isinstance(head, HeatmapHead) and layers and isinstance(layers[0], nn.ConvTranspose2d):
+        t = layers[0]  # HeatmapHead and IntegralHead with at least one transposed conv
         new = nn.ConvTranspose2d(len(in_map), t.out_channels, t.kernel_size, t.stride, t.padding,
                                  t.output_padding, bias=t.bias is not None).to(t.weight.device)
         new.weight.data.copy_(_take(t.weight, in_map, 0))  # (in, out, k, k)
@@ -159,12 +159,11 @@ def pad_channels(model: nn.Module, multiple: int = 16) -> nn.Module:
     if multiple < 1:
         raise ValueError(f"multiple must be positive, got {multiple}")
     out = copy.deepcopy(model).eval()
-    backbone, head = getattr(out, "backbone", None), getattr(out, "head", None)
-    if not isinstance(backbone, ShuffleNetV2) or not isinstance(head, (SeparableHead, HeatmapHead)):
+    if not isinstance(getattr(out, "backbone", None), ShuffleNetV2):
         return out
-    layout = pad_backbone(backbone, multiple)
-    if layout != list(range(len(layout))):
-        pad_head_input(head, layout)
+    layout = pad_backbone(out.backbone, multiple)
+    if layout != list(range(len(layout))) and not pad_head_input(out.head, layout):
+        return copy.deepcopy(model).eval()  # a head that cannot read the padded features
     return out.eval()
 
 

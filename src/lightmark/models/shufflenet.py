@@ -11,8 +11,6 @@ the other as is, concatenates and shuffles; a stride-2 unit feeds the whole inpu
 """
 from __future__ import annotations
 
-import functools
-
 from typing import Optional, Sequence
 
 import torch
@@ -32,22 +30,10 @@ STAGE_REPEATS: tuple[int, int, int] = (4, 8, 4)
 STRIDE = 32
 
 
-@functools.lru_cache(maxsize=None)
-def _shuffle_order(channels: int, groups: int) -> torch.Tensor:
-    """Output channel j of a channel shuffle takes input channel order[j]."""
+def shuffle_order(channels: int, groups: int = 2) -> torch.Tensor:
+    """The channel shuffle as an index: output channel j takes input channel ``order[j]``, which
+    interleaves the ``groups`` groups so information crosses the two branches."""
     return torch.arange(channels).reshape(groups, channels // groups).t().reshape(-1)
-
-
-def channel_shuffle(x: torch.Tensor, groups: int, channels: Optional[int] = None) -> torch.Tensor:
-    """Interleave the channels of ``groups`` groups so information crosses the two branches.
-
-    Written as one gather with a constant index rather than the usual reshape/transpose/reshape:
-    the result is the same, but the exported ONNX graph then needs no run-time shape arithmetic
-    (Shape/Gather/Concat chains around every unit), which cost about a quarter of the CPU time.
-    """
-    # ``channels`` from the module keeps the tracer from turning a tensor size into a constant.
-    order = _shuffle_order(channels if channels is not None else int(x.shape[1]), groups)
-    return x.index_select(1, order.to(x.device))
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
@@ -76,10 +62,12 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         self.channels = out_ch
         self.half = half = out_ch // 2
-        # Output channel j takes concatenated channel shuffle_order[j]. A buffer, not a constant, so
-        # that models.padding can give an inference copy a layout with zero channels; it is not
-        # saved (persistent=False): checkpoints hold weights only.
-        self.register_buffer("shuffle_order", _shuffle_order(out_ch, 2).clone(), persistent=False)
+        # The shuffle is one gather with a constant index rather than the usual reshape/transpose/
+        # reshape: the same result, but the exported graph needs no run-time shape arithmetic
+        # (Shape/Gather/Concat chains around every unit cost about a quarter of the CPU time).
+        # A buffer, so that models.padding can give an inference copy a layout with zero
+        # channels; not saved (persistent=False): checkpoints hold weights only.
+        self.register_buffer("shuffle_order", shuffle_order(out_ch), persistent=False)
         if stride == 2:
             # Left branch: depthwise 3x3/2 (linear) then 1x1 to half the output channels.
             self.branch1: nn.Module = nn.Sequential(

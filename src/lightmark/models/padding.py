@@ -154,8 +154,9 @@ def pad_head_input(head: nn.Module, in_map: ChannelMap) -> bool:
 
 def pad_channels(model: nn.Module, multiple: int = 16) -> nn.Module:
     """An eval-mode copy of ``model`` (a LandmarkModel) with its ShuffleNet V2 widths rounded up
-    to ``multiple``; the same outputs. Models with another backbone or head come back as an
-    unchanged eval-mode copy."""
+    to ``multiple``; the same outputs. A model with another backbone, or whose head would have to
+    read padded features it cannot be re-laid for (regression, a heatmap head without transposed
+    convs), comes back as an unchanged eval-mode copy."""
     if multiple < 1:
         raise ValueError(f"multiple must be positive, got {multiple}")
     out = copy.deepcopy(model).eval()

@@ -229,3 +229,45 @@ def test_colour_draws_follow_the_draw_not_the_call_order(tmp_path: Path) -> None
     x2, _ = b[(5, 2)]
     assert torch.equal(x1, x2)
     assert not torch.equal(a[(6, 2)][0], x1)
+
+
+def test_distillation_mixes_label_and_teacher_losses(tmp_path: Path) -> None:
+    """train.teacher: a run trains against a saved model's points; the loss weights both targets."""
+    from lightmark.train import compute_loss, distill_loss, train
+
+    train(tiny_config(tmp_path / "teacher", epochs=1), log=lambda _m: None)
+    teacher = str(tmp_path / "teacher" / "last.safetensors")
+    cfg = tiny_config(tmp_path / "student", epochs=1, teacher=teacher, teacher_weight=0.7)
+    cfg.model.head_block, cfg.val_data = "separable", None  # a student of another architecture
+    messages: list[str] = []
+    state = train(cfg, log=messages.append)
+    assert any("distilling from" in m for m in messages)
+    assert np.isfinite(state["history"][0]["loss"])
+
+    output = torch.randn(2, 68, 8, 8)
+    labels, taught = torch.rand(2, 68, 2) * 64, torch.rand(2, 68, 2) * 64
+    plain = compute_loss(cfg, output, labels)
+    assert torch.allclose(distill_loss(cfg, output, labels, taught, 0.0), plain)
+    mixed = distill_loss(cfg, output, labels, taught, 0.7)
+    assert torch.allclose(mixed, 0.3 * plain + 0.7 * compute_loss(cfg, output, taught))
+    # With all the weight on the teacher the labels do not matter.
+    assert torch.allclose(distill_loss(cfg, output, labels, taught, 1.0),
+                          distill_loss(cfg, output, labels * 0, taught, 1.0))
+
+
+def test_a_teacher_that_sees_other_crops_is_refused_before_caching(tmp_path: Path) -> None:
+    from lightmark.train import train
+
+    train(tiny_config(tmp_path / "teacher", epochs=1), log=lambda _m: None)
+    teacher = str(tmp_path / "teacher" / "last.safetensors")
+    cfg = tiny_config(tmp_path / "student", teacher=teacher)
+    cfg.model.input_size = 96
+    cfg.train_data = [DataSource(path=str(tmp_path / "does-not-exist"))]  # never reached
+    with pytest.raises(ValueError, match="64 px crops .* the student 96 px"):
+        train(cfg, log=lambda _m: None)
+    cfg.model.input_size, cfg.train.teacher_weight = 64, 1.5
+    with pytest.raises(ValueError, match="teacher_weight must be in"):
+        train(cfg, log=lambda _m: None)
+    cfg.train.teacher_weight, cfg.model.head, cfg.train.loss = 0.5, "heatmap", "mse"
+    with pytest.raises(ValueError, match="needs a coordinate head"):
+        train(cfg, log=lambda _m: None)

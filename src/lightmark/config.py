@@ -86,6 +86,11 @@ class TrainConfig:
     # Copy only these parts of init_from (e.g. [backbone]: a new head on a trained backbone);
     # None: the whole model. Each named part must match exactly.
     init_modules: Optional[list[str]] = None
+    # Distillation: a trained model file whose predicted points on each augmented crop are a second
+    # target; the loss is (1 - teacher_weight) * loss(labels) + teacher_weight * loss(teacher).
+    # It must see crops as this model does (same input size and crop scale).
+    teacher: Optional[str] = None
+    teacher_weight: float = 0.5
 
 
 @dataclass

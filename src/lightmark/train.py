@@ -134,23 +134,71 @@ class EpochSampler(torch.utils.data.Sampler):
 # --------------------------------------------------------------------------------------------
 # loss
 # --------------------------------------------------------------------------------------------
+def output_points(head: str, output: torch.Tensor, input_size: int) -> torch.Tensor:
+    """A coordinate head's output as (B, 68, 2) crop pixels (soft-argmax for the integral head)."""
+    if head == "integral":
+        return heatmap_to_crop(soft_argmax(output), input_size, output.shape[-1])
+    return output
+
+
 def compute_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE on heatmaps (the seed) or L1 on coordinates normalised by the input size."""
+    """MSE on heatmaps (the seed) or L1/MSE on coordinates normalised by the input size."""
     head, s = cfg.model.head, cfg.model.input_size
     if head == "heatmap":
         if cfg.train.loss != "mse":
             raise ValueError(f"the heatmap head trains with loss 'mse', not {cfg.train.loss!r}")
         return F.mse_loss(output, target)
-    if head == "integral":
-        h = output.shape[-1]
-        points = heatmap_to_crop(soft_argmax(output), s, h)
-    else:
-        points = output
-    if cfg.train.loss == "l1":
-        return (points - target).abs().mean() / s * 100
-    if cfg.train.loss == "mse":
-        return ((points - target) / s * 100).pow(2).mean()
-    raise ValueError(f"unknown loss {cfg.train.loss!r} for head {head!r}")
+    return point_loss(cfg.train.loss, output_points(head, output, s), target, s)
+
+
+def point_loss(loss: str, points: torch.Tensor, target: torch.Tensor, input_size: int) -> torch.Tensor:
+    """L1 or MSE between point sets, in percent of the input size."""
+    if loss == "l1":
+        return (points - target).abs().mean() / input_size * 100
+    if loss == "mse":
+        return ((points - target) / input_size * 100).pow(2).mean()
+    raise ValueError(f"unknown loss {loss!r} for a coordinate head")
+
+
+class Teacher:
+    """A trained model whose points on the same augmented crops are a second target (distillation).
+
+    It runs in eval mode without gradients; a teacher that sees crops differently (input size, crop
+    scale) or predicts no points (the heatmap head) is refused before any data is cached.
+    """
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.train
+        if cfg.model.head == "heatmap":
+            raise ValueError(f"config {cfg.name!r}: train.teacher needs a coordinate head "
+                             "(integral or regression), not the heatmap head")
+        if not 0.0 <= t.teacher_weight <= 1.0:
+            raise ValueError(f"config {cfg.name!r}: train.teacher_weight must be in [0, 1], "
+                             f"not {t.teacher_weight}")
+        model, meta = load_model(t.teacher)  # checks the checksum
+        m = meta["model"]
+        if m["head"] == "heatmap":
+            raise ValueError(f"train.teacher {t.teacher}: its heatmap head predicts no points "
+                             "for distillation")
+        if m["input_size"] != cfg.model.input_size or meta.get("crop_scale") != cfg.crop_scale:
+            raise ValueError(f"train.teacher {t.teacher}: it sees {m['input_size']} px crops at "
+                             f"scale {meta.get('crop_scale')}, the student {cfg.model.input_size} px "
+                             f"at {cfg.crop_scale}; they must match")
+        self.model = model.to(device).eval().requires_grad_(False)
+        self.head, self.input_size, self.weight = m["head"], m["input_size"], t.teacher_weight
+
+    @torch.no_grad()
+    def points(self, x: torch.Tensor) -> torch.Tensor:
+        return output_points(self.head, self.model(x), self.input_size)
+
+
+def distill_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor,
+                 teacher_points: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 - weight) x the loss on the labels + weight x the loss on the teacher's points."""
+    s = cfg.model.input_size
+    points = output_points(cfg.model.head, output, s)
+    return ((1 - weight) * point_loss(cfg.train.loss, points, target, s)
+            + weight * point_loss(cfg.train.loss, points, teacher_points, s))
 
 
 def check_train_config(cfg: Config) -> None:
@@ -302,6 +350,10 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     is_main = rank == 0
     say = log if is_main else (lambda _msg: None)
     out = Path(cfg.out_dir)
+    # The teacher is checked before minutes of data caching.
+    teacher = Teacher(cfg, device) if t.teacher else None
+    if teacher:
+        say(f"distilling from {t.teacher} (teacher weight {t.teacher_weight})")
 
     # data
     if not cfg.train_data:
@@ -361,7 +413,11 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
             lr = lr_at(cfg, epoch, state["step"], total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = compute_loss(cfg, net(x.to(device)), target.to(device))
+            x, target = x.to(device), target.to(device)
+            if teacher:
+                loss = distill_loss(cfg, net(x), target, teacher.points(x), teacher.weight)
+            else:
+                loss = compute_loss(cfg, net(x), target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, "
                                          f"step {state['step']} (lower the learning rate?)")

@@ -23,8 +23,9 @@ PathLike = Union[str, Path]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-#: Integer initializers up to this many elements are allowed: shape and index constants
-#: (e.g. the channel shuffle's Reshape targets), never weights.
+#: Integer initializers up to this many elements are allowed: small shape and axis constants
+#: (e.g. a Reshape target or a Resize size), never weights. Longer ones pass only when they feed
+#: nothing but index or shape inputs (the channel shuffle's Gather order).
 MAX_INT_INITIALIZER = 64
 #: Channel counts in the exported graph are rounded up to this (zero channels; see models.padding).
 CHANNEL_MULTIPLE = 16

@@ -168,13 +168,7 @@ class Teacher:
     """
 
     def __init__(self, cfg: Config, device: torch.device):
-        t = cfg.train
-        if cfg.model.head == "heatmap":
-            raise ValueError(f"config {cfg.name!r}: train.teacher needs a coordinate head "
-                             "(integral or regression), not the heatmap head")
-        if not 0.0 <= t.teacher_weight <= 1.0:
-            raise ValueError(f"config {cfg.name!r}: train.teacher_weight must be in [0, 1], "
-                             f"not {t.teacher_weight}")
+        t = cfg.train  # the student's side was checked by check_train_config
         model, meta = load_model(t.teacher)  # checks the checksum
         m = meta["model"]
         if m["head"] == "heatmap":
@@ -214,6 +208,12 @@ def check_train_config(cfg: Config) -> None:
         raise ValueError(f"config {cfg.name!r}: unknown optimizer {t.optimizer!r} (sgd or adamw)")
     if t.schedule not in ("step", "cosine"):
         raise ValueError(f"config {cfg.name!r}: unknown schedule {t.schedule!r} (step or cosine)")
+    if t.teacher and head == "heatmap":
+        raise ValueError(f"config {cfg.name!r}: train.teacher needs a coordinate head "
+                         "(integral or regression), not the heatmap head")
+    if t.teacher and not 0.0 <= t.teacher_weight <= 1.0:
+        raise ValueError(f"config {cfg.name!r}: train.teacher_weight must be in [0, 1], "
+                         f"not {t.teacher_weight}")
 
 
 # --------------------------------------------------------------------------------------------

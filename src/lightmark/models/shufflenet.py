@@ -11,7 +11,7 @@ the other as is, concatenates and shuffles; a stride-2 unit feeds the whole inpu
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn

@@ -19,12 +19,12 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from lightmark.config import ModelConfig  # noqa: E402
+from lightmark.core.config import ModelConfig  # noqa: E402
 from lightmark.models import build_model, count_macs  # noqa: E402
 from lightmark.models.padding import pad_channels  # noqa: E402
 
 BASE = dict(backbone="shufflenet_v2_noconv5", width=1.0, input_size=128, head="integral",
-            head_channels=64, heatmap_size=16, deconv_strides=[2, 2])
+            head_channels=64, heatmap_size=16, upsample_strides=[2, 2])
 CANDIDATES = {
     "transposed-conv head, 64 ch (bundled before)": {},
     "separable head, 64 ch": dict(head_block="separable"),

@@ -88,7 +88,7 @@ class BenchmarkError(SystemExit):
 def copy_model(model: Path, dest: Path, tries: int = 20) -> tuple[Path, dict]:
     """Copy NAME.safetensors + NAME.json to ``dest`` (the source may be rewritten by a training run:
     retry until the copied weights match the copied JSON's checksum). Returns (weights, meta)."""
-    from lightmark.files import sha256
+    from lightmark.core.files import sha256
     from lightmark.models.checkpoint import model_paths
 
     weights, meta_path = model_paths(model)
@@ -219,7 +219,7 @@ class DlibBoxMapping:
 
     @classmethod
     def fit(cls, dataset_path: Path, detector, upsample: int, progress: bool) -> "DlibBoxMapping":
-        from lightmark import geometry
+        from lightmark.core import geometry
         from lightmark.data.readers import open_dataset
         from lightmark.evaluate import match_detection
 
@@ -341,7 +341,7 @@ SHORT = {
 
 
 def run_accuracy(methods: Methods, dataset_path: Path, progress: bool) -> tuple[dict, dict]:
-    from lightmark import geometry, metrics
+    from lightmark.core import geometry, metrics
     from lightmark.data.readers import open_dataset
     from lightmark.runtime.detector import box_iou
 
@@ -460,7 +460,7 @@ def blocked(tasks: dict[str, list[Callable[[], Any]]], repeats: int, warmup: int
 
 
 def run_timing(methods: Methods, afw: Path, n_images: int, repeats: int, progress: bool) -> dict:
-    from lightmark import geometry
+    from lightmark.core import geometry
     from lightmark.data.readers import open_dataset
 
     ds = open_dataset(afw)
@@ -787,7 +787,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RuntimeError:
         pass
     from lightmark import Landmarker, __version__
-    from lightmark.files import sha256
+    from lightmark.core.files import sha256
     from lightmark.runtime.detector import DEFAULT_MODEL as DETECTOR_MODEL, FaceDetector
 
     with tempfile.TemporaryDirectory(prefix="lightmark-peers-") as tmp:

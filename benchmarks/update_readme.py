@@ -28,7 +28,7 @@ def main() -> None:
         raise SystemExit(f"README.md has no {START} ... {END} markers")
     before, rest = readme.split(START, 1)
     _, after = rest.split(END, 1)
-    from lightmark.files import write_text
+    from lightmark.core.files import write_text
 
     write_text(REPO / "README.md", before + START + "\n" + body + "\n" + END + after)
     print("README.md: benchmark tables updated")

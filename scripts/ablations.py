@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lightmark.config import DataSource, load_config
+from lightmark.core.config import DataSource, load_config
 from lightmark.data.readers import open_dataset
 from lightmark.evaluate import evaluate
-from lightmark.files import write_text
+from lightmark.core.files import write_text
 from lightmark.models import TorchPredictor, load_model
-from lightmark.train import apply_overrides, train
+from lightmark.core.config import apply_overrides
+from lightmark.training.loop import train
 
 AFW = "../shared/data/300w/afw"
 AFLW = "../shared/data/aflw2000_sample"
@@ -33,7 +34,7 @@ OUT = Path("runs/ablations")
 
 HEADS = {
     "heatmap (seed: MSE on peak-100 Gaussians, 32x32, sub-pixel decode)":
-        ["model.head=heatmap", "model.heatmap_size=32", "model.deconv_strides=[4,2]",
+        ["model.head=heatmap", "model.heatmap_size=32", "model.upsample_strides=[4,2]",
          "train.loss=mse", "codec.sigma=1.5"],
     "integral (soft-argmax, L1)": ["model.head=integral"],
     "regression (direct, L1)": ["model.head=regression"],

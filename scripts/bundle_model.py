@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lightmark.export import export_onnx
-from lightmark.files import write_text
+from lightmark.core.files import write_text
 from lightmark.models import load_model, save_model
 
 ASSET = Path("src/lightmark/assets/model/lightmark")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lightmark.files import atomic_path
+from lightmark.core.files import atomic_path
 from lightmark.synth.faces import prepare, render_face, sample_params
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from lightmark.config import ModelConfig
-from lightmark.files import sha256
+from lightmark.core.config import ModelConfig
+from lightmark.core.files import sha256
 
 S = 32  # crop size of the tiny ONNX models
 
@@ -17,7 +17,7 @@ S = 32  # crop size of the tiny ONNX models
 def tiny(**kw: Any) -> ModelConfig:
     """A small, fast torch model config (64-pixel input, integral head by default)."""
     base = dict(width=0.5, input_size=64, head="integral", head_channels=16, heatmap_size=8,
-                deconv_strides=[2, 2], backbone="shufflenet_v2_noconv5")
+                upsample_strides=[2, 2], backbone="shufflenet_v2_noconv5")
     base.update(kw)
     return ModelConfig(**base)
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import lightmark
-from lightmark import api, geometry
+from lightmark import api
+from lightmark.core import geometry
 from lightmark.api import Face, Landmarker, LandmarkerError, ModelNotFoundError
-from lightmark.draw import draw_landmarks
-from lightmark.imaging import ImageError, load_image
+from lightmark.core.draw import draw_landmarks
+from lightmark.core.imaging import ImageError, load_image
 
 pytest.importorskip("onnx")
 from helpers import S, tiny_points, write_tiny_model  # noqa: E402
@@ -68,10 +69,10 @@ def test_predict_face_box_uses_detector_mapping(lm):
     img = np.zeros((200, 300, 3), np.uint8)
     box = [100, 40, 180, 140]
     scale, shift = lm.face_box_mapping()
-    from lightmark.runtime.detector import load_box_mapping
+    from lightmark.core.boxmap import load_box_mapping
 
     m = load_box_mapping()
-    assert scale == pytest.approx(m["side_ratio"] * lm.crop_scale) and shift == tuple(m["crop_shift"])
+    assert scale == pytest.approx(m.side_ratio * lm.crop_scale) and shift == m.crop_shift
     pts = lm.predict(img, box)  # default box_kind="face"
     np.testing.assert_allclose(pts, ring_in_image(box, scale, shift), atol=1e-3)
     # the mapping moves the crop centre down by shift_y * box height
@@ -221,12 +222,12 @@ def test_api_runtime_and_draw_work_without_torch(model_path):
 
         sys.meta_path.insert(0, BlockTorch())
         import lightmark, lightmark.runtime, lightmark.runtime.detector, lightmark.runtime.onnx
-        import lightmark.api, lightmark.draw
+        import lightmark.api, lightmark.core.draw
         from lightmark import Landmarker
         lm = Landmarker(model={str(model_path)!r})
         faces = lm.predict_all({str(photo)!r})
         assert len(faces) >= 1, "no face found"
-        lightmark.draw.draw_landmarks({str(photo)!r}, faces)
+        lightmark.core.draw.draw_landmarks({str(photo)!r}, faces)
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
         print("OK", len(faces))
     """)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lightmark import geometry
-from lightmark.config import AugmentConfig
-from lightmark.data import augment
+from lightmark.core import geometry
+from lightmark.core.config import AugmentConfig
+from lightmark.training import augment
 
 
 def _face_points(rng: np.random.Generator) -> np.ndarray:

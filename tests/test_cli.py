@@ -172,7 +172,7 @@ def test_same_names_in_two_folders_get_two_annotations(model, group_photo, tmp_p
 
 def test_info_reads_a_dotted_model_name(tmp_path, capsys) -> None:
     pytest.importorskip("torch")
-    from lightmark.config import CodecConfig, ModelConfig
+    from lightmark.core.config import CodecConfig, ModelConfig
     from lightmark.models import build_model, save_model
 
     cfg = ModelConfig(backbone="shufflenet_v2_noconv5", width=0.5, input_size=64, head_channels=16,

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightmark import geometry
-from lightmark.imaging import load_image
-from lightmark.runtime.detector import (DEFAULT_MAPPING, DEFAULT_MODEL, DetectorError, FaceDetector,
-                                        box_iou, load_box_mapping, nms)
+from lightmark.core import geometry
+from lightmark.core.boxmap import DEFAULT_MAPPING, load_box_mapping
+from lightmark.core.errors import BoxMappingError, DetectorError
+from lightmark.core.geometry import box_iou
+from lightmark.core.imaging import load_image
+from lightmark.runtime.detector import DEFAULT_MODEL, FaceDetector, nms
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HELEN = SHARED / "data" / "300w" / "helen_trainset"
@@ -105,15 +107,16 @@ def test_box_iou_values():
 def test_bundled_mapping_loads_and_is_plausible():
     assert DEFAULT_MODEL.is_file() and (DEFAULT_MODEL.parent / "LICENSE").is_file()
     m = load_box_mapping()
-    assert m["fitted_on"]["n"] >= 100
-    assert all("afw" not in k.lower() for k in m["fitted_on"]["data"]), "AFW is the validation set"
+    assert m.info["fitted_on"]["n"] >= 100
+    assert all("afw" not in k.lower() for k in m.info["fitted_on"]["data"]), "AFW is the validation set"
     # A detector box is taller than the landmark box and sits higher: the crop is a bit smaller
     # than 1.25 x the detector box and its centre moves down.
-    assert 0.8 < m["crop_scale"] < 1.2
-    assert abs(m["crop_shift"][0]) < 0.05 and 0.05 < m["crop_shift"][1] < 0.25
+    assert 0.8 < m.crop_scale < 1.2
+    assert abs(m.crop_shift[0]) < 0.05 and 0.05 < m.crop_shift[1] < 0.25
     d = FaceDetector(box_mapping=DEFAULT_MAPPING)
-    assert d.crop_scale == m["crop_scale"] and d.crop_shift == tuple(m["crop_shift"])
-    assert d.side_ratio == pytest.approx(d.crop_scale / 1.25, rel=1e-3)
+    assert d.box_mapping == m and d.crop_shift == m.crop_shift
+    assert d.crop_scale == pytest.approx(1.25 * d.side_ratio, rel=1e-9)
+    assert m.crop_for(1.25) == (pytest.approx(m.crop_scale), m.crop_shift)
 
 
 def test_mapping_turns_detections_into_landmark_crops(detector):
@@ -139,20 +142,20 @@ def test_mapping_turns_detections_into_landmark_crops(detector):
 
 
 def test_bad_mapping_and_model_files(tmp_path):
-    with pytest.raises(DetectorError, match="no such box-mapping file"):
+    with pytest.raises(BoxMappingError, match="no such box-mapping file"):
         load_box_mapping(tmp_path / "none.json")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"crop_scale": -1, "crop_shift": [0, 0]}))
-    with pytest.raises(DetectorError, match="bad.json: crop_scale must be positive"):
+    with pytest.raises(BoxMappingError, match="bad.json: crop_scale must be positive"):
         load_box_mapping(bad)
     bad.write_text("{")
-    with pytest.raises(DetectorError, match="bad.json: not a valid box-mapping file"):
+    with pytest.raises(BoxMappingError, match="bad.json: not a valid box-mapping file"):
         load_box_mapping(bad)
     bad.write_text(json.dumps({"crop_scale": 1.0}))
-    with pytest.raises(DetectorError, match="bad.json: not a valid box mapping"):
+    with pytest.raises(BoxMappingError, match="bad.json: not a valid box mapping"):
         load_box_mapping(bad)
     # A mapping given as a dict gets the same checks, and side_ratio filled in the same way.
-    with pytest.raises(DetectorError, match="box_mapping=.*crop_shift two finite numbers"):
+    with pytest.raises(BoxMappingError, match="box_mapping=.*crop_shift two finite numbers"):
         FaceDetector(box_mapping={"crop_scale": 1.0, "crop_shift": [0.0, float("nan")]})
     d = FaceDetector(box_mapping={"crop_scale": 1.0, "crop_shift": [0.0, 0.1]})
     assert d.crop_shift == (0.0, 0.1) and d.side_ratio == pytest.approx(1.0 / 1.25)
@@ -170,14 +173,14 @@ def test_fit_box_mapping_reproduces_the_bundled_fit(detector):
     if not HELEN.is_dir():
         pytest.skip(f"shared data missing: {HELEN}")
     pytest.importorskip("lightmark.data.readers")
-    from lightmark.runtime.detector import fit_box_mapping
+    from lightmark.training.box_mapping import fit_box_mapping
 
     m = fit_box_mapping([HELEN], limit_per_dataset=25, detector=detector, seed=1)
     bundled = load_box_mapping()
     assert m["fitted_on"]["n"] == 25 and m["fitted_on"]["detected_fraction"] == 1.0
     # 25 faces give the same mapping as the full fit, within the spread of single faces
-    assert m["side_ratio"] == pytest.approx(bundled["side_ratio"], abs=0.05)
-    assert m["crop_shift"][1] == pytest.approx(bundled["crop_shift"][1], abs=0.03)
+    assert m["side_ratio"] == pytest.approx(bundled.side_ratio, abs=0.05)
+    assert m["crop_shift"][1] == pytest.approx(bundled.crop_shift[1], abs=0.03)
     assert m["crop_scale"] == pytest.approx(1.25 * m["side_ratio"], rel=1e-3)
     with pytest.raises(ValueError, match="only 5 faces matched"):
         fit_box_mapping([HELEN], limit_per_dataset=5, detector=detector)

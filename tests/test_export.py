@@ -13,8 +13,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper  # noqa: E402
 
-from lightmark.config import CodecConfig, ModelConfig  # noqa: E402
-from lightmark.export import ExportError, check_onnx_rules, export_onnx, onnx_paths  # noqa: E402
+from lightmark.core.config import CodecConfig, ModelConfig  # noqa: E402
+from lightmark.export import ExportError, check_onnx_rules, export_onnx  # noqa: E402
 from lightmark.models import ModelFileError, ModelRuleError, build_model, checkpoint, save_model  # noqa: E402
 
 from helpers import randomize, tiny  # noqa: E402
@@ -66,11 +66,6 @@ def test_export_next_to_model_keeps_it_loadable(tmp_path):
     export_onnx(tmp_path / "m", tmp_path / "m.onnx")
     model, meta = load_model(tmp_path / "m")  # the shared JSON still vouches for the weights
     assert "onnx_sha256" in meta and not model.training
-
-
-def test_onnx_paths():
-    assert onnx_paths("a/b.safetensors")[0].as_posix() == "a/b.onnx"
-    assert onnx_paths("a/b")[1].as_posix() == "a/b.json"
 
 
 def test_export_refuses_missing_or_tampered_model(tmp_path):

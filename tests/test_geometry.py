@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lightmark import geometry
+from lightmark.core import geometry
 
 
 def test_crop_fills_output_edge_to_edge() -> None:

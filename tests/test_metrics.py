@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightmark import metrics as M
+from lightmark.core import metrics as M
 
 
 def _face() -> np.ndarray:

@@ -9,11 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from lightmark.config import CodecConfig, ModelConfig, to_dict  # noqa: E402
+from lightmark.core.config import CodecConfig, ModelConfig, to_dict  # noqa: E402
+from lightmark.core.modelfile import model_paths  # noqa: E402
 from lightmark.models import (  # noqa: E402
     LandmarkModel, ModelConfigError, ModelFileError, ModelRuleError, TorchPredictor, build_model,
-    check_model_rules, count_macs, crop_to_heatmap, heatmap_to_crop, load_model,
-    model_info, model_paths, save_model, shuffle_order, soft_argmax)
+    check_model_rules, count_macs, load_model, model_info, save_model, soft_argmax)
+from lightmark.models.heads import crop_to_heatmap, heatmap_to_crop  # noqa: E402
+from lightmark.models.shufflenet import shuffle_order  # noqa: E402
 from lightmark.models import checkpoint  # noqa: E402
 from lightmark.models.heads import deconv_geometry  # noqa: E402
 from lightmark.models.shufflenet import STAGE_CHANNELS, ShuffleNetV2, ShuffleUnit  # noqa: E402
@@ -104,7 +106,7 @@ def test_padding_leaves_other_heads_alone():
     # conv) leave the model as it is when the padding would reach them (x1.0: 464 = 2 x 232,
     # padded to 2 x 240) ...
     for cfg in (tiny(width=1.0, head="regression"),
-                tiny(width=1.0, head="heatmap", deconv_strides=[], heatmap_size=2)):
+                tiny(width=1.0, head="heatmap", upsample_strides=[], heatmap_size=2)):
         m = randomize(build_model(cfg))
         p = pad_channels(m)
         assert conv_channel_counts(p) == conv_channel_counts(m) and not p.training
@@ -174,7 +176,7 @@ def test_widths_with_integral_head(width):
 def test_seed_layout_68x96x96():
     # The seed: 192 px input, two 4x transposed convs: 6 -> 24 -> 96.
     cfg = ModelConfig(width=1.0, input_size=192, head="heatmap", head_channels=32,
-                      heatmap_size=96, deconv_strides=[4, 4])
+                      heatmap_size=96, upsample_strides=[4, 4])
     m = build_model(cfg).eval()
     assert m.head.natural_size == 96 and not m.head.resize
     with torch.no_grad():
@@ -208,7 +210,7 @@ def test_soft_argmax_peak_uniform_and_gradient():
 
 
 def test_soft_argmax_matches_numpy_codec():
-    heatmap = pytest.importorskip("lightmark.heatmap")
+    heatmap = pytest.importorskip("lightmark.core.codec")
     logits = torch.randn(2, 5, 7, 9) * 3
     np.testing.assert_allclose(soft_argmax(logits).numpy(), heatmap.soft_argmax(logits.numpy()),
                                atol=1e-4)
@@ -241,7 +243,7 @@ def test_regression_head_outputs_crop_pixels():
 
 @pytest.mark.parametrize("field,value", [("width", 0.75), ("input_size", 100), ("head", "mlp"),
                                          ("attention", "cbam"), ("backbone", "resnet"),
-                                         ("deconv_strides", [2, 0]), ("heatmap_size", 0),
+                                         ("upsample_strides", [2, 0]), ("heatmap_size", 0),
                                          ("head_block", "pixelshuffle")])
 def test_bad_config_rejected(field, value):
     with pytest.raises(ModelConfigError, match=field):
@@ -295,8 +297,9 @@ def test_save_load_roundtrip(tmp_path, head, attention):
 
 
 def test_model_paths_strip_only_known_suffixes(tmp_path):
-    assert model_paths(tmp_path / "a.json") == (tmp_path / "a.safetensors", tmp_path / "a.json")
-    assert model_paths(tmp_path / "a.v2")[0].name == "a.v2.safetensors"
+    paths = model_paths(tmp_path / "a.json")
+    assert (paths.safetensors, paths.json, paths.stem) == (tmp_path / "a.safetensors", tmp_path / "a.json", tmp_path / "a")
+    assert model_paths(tmp_path / "a.v2").safetensors.name == "a.v2.safetensors"
 
 
 def test_checksum_tamper_detected(tmp_path):
@@ -350,7 +353,7 @@ def test_weights_not_matching_config(tmp_path):
 
 def test_size_rule(tmp_path, monkeypatch):
     big = build_model(ModelConfig(width=2.0, input_size=64, head="heatmap", head_channels=256,
-                                  heatmap_size=8, deconv_strides=[2, 2]))
+                                  heatmap_size=8, upsample_strides=[2, 2]))
     with pytest.raises(ModelRuleError, match="MB limit"):
         save_model(big, META, tmp_path / "big")
     assert not list(tmp_path.iterdir())  # refused before writing anything
@@ -405,8 +408,8 @@ def test_save_checks_meta(tmp_path):
 # --- predictor ------------------------------------------------------------------------------
 
 def test_torch_predictor_regression_and_integral(tmp_path):
-    pytest.importorskip("lightmark.heatmap")
-    from lightmark.imaging import to_input
+    pytest.importorskip("lightmark.core.codec")
+    from lightmark.core.imaging import to_input
 
     crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     for head in ("regression", "integral"):
@@ -426,7 +429,7 @@ def test_torch_predictor_regression_and_integral(tmp_path):
 
 
 def test_torch_predictor_heatmap_peaks():
-    pytest.importorskip("lightmark.heatmap")
+    pytest.importorskip("lightmark.core.codec")
     m = build_model(tiny(head="heatmap"))
     pred = TorchPredictor(m, {"model": to_dict(m.cfg), "codec": {"decoder": "argmax"}, "crop_scale": 1.25})
 

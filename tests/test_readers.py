@@ -349,7 +349,7 @@ def test_dataset_images_ignore_exif_rotation(tmp_path):
     from PIL import Image
 
     from lightmark.data.readers import open_dataset
-    from lightmark.imaging import load_image
+    from lightmark.core.imaging import load_image
 
     img = Image.new("RGB", (120, 80), (10, 20, 30))
     exif = Image.Exif()

@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from lightmark import geometry
-from lightmark.files import sha256
-from lightmark.imaging import to_input
-from lightmark.runtime.onnx import ModelFileError, OnnxPredictor, model_paths
+from lightmark.core import geometry
+from lightmark.core.files import sha256
+from lightmark.core.imaging import to_input
+from lightmark.core.errors import ModelFileError
+from lightmark.core.modelfile import model_paths
+from lightmark.runtime.onnx import OnnxPredictor
 
 from helpers import S, tiny_points, write_tiny_model
 
@@ -55,9 +57,9 @@ def test_integral_head_is_decoded_to_crop_pixels(tmp_path):
 
 
 def test_model_paths_accept_any_spelling(tmp_path):
-    for given in ("m", "m.onnx", "m.json"):
-        o, j = model_paths(tmp_path / given)
-        assert (o.name, j.name) == ("m.onnx", "m.json")
+    for given in ("m", "m.onnx", "m.json", "m.safetensors", "m.ONNX"):
+        paths = model_paths(tmp_path / given)
+        assert (paths.onnx.name, paths.json.name, paths.safetensors.name) == ("m.onnx", "m.json", "m.safetensors")
 
 
 def test_checksum_mismatch_names_the_file(tmp_path):
@@ -125,7 +127,7 @@ def test_predictor_and_geometry_round_trip(tmp_path):
 
 def test_to_input_is_the_normalisation_formula():
     """The fast plane-by-plane to_input equals (pixel / 255 - MEAN) / STD in NCHW layout."""
-    from lightmark.imaging import MEAN, STD
+    from lightmark.core.imaging import MEAN, STD
 
     crops = random_crops(3, seed=5)
     want = ((crops.astype(np.float64) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lightmark.config import AugmentConfig, Config, DataSource, ModelConfig, TrainConfig  # noqa: E402
+from lightmark.core.config import AugmentConfig, Config, DataSource, ModelConfig, TrainConfig  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HELEN = SHARED / "300w" / "helen_trainset"
@@ -41,7 +41,7 @@ def test_end_to_end(tmp_path: Path) -> None:
     from lightmark.evaluate import evaluate
     from lightmark.export import export_onnx
     from lightmark.models import TorchPredictor, load_model
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     state = train(tiny_config(tmp_path / "run"), log=lambda _m: None)
     assert state["epoch"] == 2 and len(state["history"]) == 2
@@ -67,7 +67,7 @@ def test_end_to_end(tmp_path: Path) -> None:
 
 def test_repeatable_and_resume_is_identical(tmp_path: Path) -> None:
     """Fixed seeds repeat a run exactly; a run stopped after epoch 1 and resumed ends the same."""
-    from lightmark import train as train_mod
+    from lightmark.training import loop as train_mod
     from lightmark.models import load_model
 
     train_mod.train(tiny_config(tmp_path / "full", epochs=2), log=lambda _m: None)
@@ -88,14 +88,16 @@ def test_repeatable_and_resume_is_identical(tmp_path: Path) -> None:
 
 
 def test_seed_heatmap_head_trains(tmp_path: Path) -> None:
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     state = train(tiny_config(tmp_path / "hm", epochs=1, head="heatmap"), log=lambda _m: None)
     assert np.isfinite(state["history"][0]["loss"])
 
 
 def test_bad_config_and_resume_errors(tmp_path: Path) -> None:
-    from lightmark.train import apply_overrides, load_checkpoint, train
+    from lightmark.core.config import apply_overrides
+    from lightmark.training.checkpoints import load_checkpoint
+    from lightmark.training.loop import train
 
     with pytest.raises(ValueError, match="train_data"):
         train(Config(), log=lambda _m: None)
@@ -111,7 +113,7 @@ def test_skip_bad_counts_unreadable_images(tmp_path: Path) -> None:
     import shutil
 
     from lightmark.data.readers import DataError
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     data = tmp_path / "data"
     data.mkdir()
@@ -135,7 +137,7 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
     cfg_path = tmp_path / "ddp.yaml"
     import yaml
 
-    from lightmark.config import to_dict
+    from lightmark.core.config import to_dict
 
     cfg = tiny_config(tmp_path / "run", epochs=1)
     cfg.val_data = None
@@ -143,7 +145,7 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29533", "-m", "lightmark.train", str(cfg_path)],
+         "--master_port", "29533", "-m", "lightmark", "train", str(cfg_path)],
         capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -154,7 +156,7 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
 
 def test_fewer_samples_than_a_batch_still_trains(tmp_path: Path) -> None:
     """10 samples with batch 16: an epoch still holds one batch (drawn with replacement)."""
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     cfg = tiny_config(tmp_path / "small", epochs=1)
     cfg.train_data = [DataSource(path=str(HELEN), limit=10)]
@@ -165,7 +167,7 @@ def test_fewer_samples_than_a_batch_still_trains(tmp_path: Path) -> None:
 
 def test_init_from_starts_a_fine_tune_from_saved_weights(tmp_path: Path) -> None:
     from lightmark.models import load_model
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     train(tiny_config(tmp_path / "base", epochs=1), log=lambda _m: None)
     cfg = tiny_config(tmp_path / "tune", epochs=1, init_from=str(tmp_path / "base" / "last.safetensors"))
@@ -180,7 +182,7 @@ def test_init_from_starts_a_fine_tune_from_saved_weights(tmp_path: Path) -> None
 
 def test_init_modules_puts_a_new_head_on_a_trained_backbone(tmp_path: Path) -> None:
     from lightmark.models import load_model
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     train(tiny_config(tmp_path / "base", epochs=1), log=lambda _m: None)
     base = str(tmp_path / "base" / "last.safetensors")
@@ -206,7 +208,7 @@ def test_init_modules_puts_a_new_head_on_a_trained_backbone(tmp_path: Path) -> N
 
 
 def test_bad_head_loss_pair_fails_before_caching(tmp_path: Path) -> None:
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     cfg = tiny_config(tmp_path / "bad", head="heatmap")
     cfg.train.loss = "l1"
@@ -217,7 +219,7 @@ def test_bad_head_loss_pair_fails_before_caching(tmp_path: Path) -> None:
 
 def test_colour_draws_follow_the_draw_not_the_call_order(tmp_path: Path) -> None:
     """The same (epoch, draw) gives the same augmented crop whatever was drawn before it."""
-    from lightmark.train import CropCache, TrainSet
+    from lightmark.training.data import CropCache, TrainSet
     from lightmark.data.readers import open_dataset
 
     cfg = tiny_config(tmp_path / "c")
@@ -233,7 +235,8 @@ def test_colour_draws_follow_the_draw_not_the_call_order(tmp_path: Path) -> None
 
 def test_distillation_mixes_label_and_teacher_losses(tmp_path: Path) -> None:
     """train.teacher: a run trains against a saved model's points; the loss weights both targets."""
-    from lightmark.train import compute_loss, distill_loss, train
+    from lightmark.training.losses import compute_loss, distill_loss
+    from lightmark.training.loop import train
 
     train(tiny_config(tmp_path / "teacher", epochs=1), log=lambda _m: None)
     teacher = str(tmp_path / "teacher" / "last.safetensors")
@@ -256,7 +259,7 @@ def test_distillation_mixes_label_and_teacher_losses(tmp_path: Path) -> None:
 
 
 def test_a_teacher_that_sees_other_crops_is_refused_before_caching(tmp_path: Path) -> None:
-    from lightmark.train import train
+    from lightmark.training.loop import train
 
     train(tiny_config(tmp_path / "teacher", epochs=1), log=lambda _m: None)
     teacher = str(tmp_path / "teacher" / "last.safetensors")

@@ -9,7 +9,7 @@ __all__ = ["Landmarker", "__version__"]
 def __getattr__(name: str):
     # Lazy: `import lightmark` stays cheap and torch-free; the API loads onnxruntime on first use.
     if name == "Landmarker":
-        from .api import Landmarker
+        from lightmark.api import Landmarker
 
         return Landmarker
     raise AttributeError(name)

@@ -21,15 +21,17 @@ This module never imports torch unless ``backend="torch"`` or a ``.safetensors``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import geometry
-from .imaging import ImageLike, as_image
-from .modelfile import model_paths
+from lightmark.core import geometry
+from lightmark.core.boxmap import load_box_mapping
+from lightmark.core.imaging import ImageLike, as_image
+from lightmark.core.modelfile import model_paths
+from lightmark.core.types import Detector, Face, Predictor
+from lightmark.core.errors import LandmarkerError, ModelNotFoundError
 
 PathLike = Union[str, Path]
 
@@ -43,21 +45,8 @@ BOX_KINDS = ("face", "landmarks")
 REFINE_SIDE_RANGE = (0.7, 1.4)
 
 
-class LandmarkerError(ValueError):
-    """Bad arguments to :class:`Landmarker` (box, model path, backend); the message says which."""
 
 
-class ModelNotFoundError(LandmarkerError):
-    """The requested (or bundled) landmark model file does not exist."""
-
-
-@dataclass
-class Face:
-    """One detected face: detector ``box`` (x1, y1, x2, y2) and ``score``, and its 68 ``points``."""
-
-    box: np.ndarray  # float32 (4,)
-    score: float
-    points: np.ndarray  # float32 (68, 2), image pixels
 
 
 def _resolve_model(model: Optional[PathLike], backend: str) -> tuple[str, Path]:
@@ -93,14 +82,14 @@ def _resolve_model(model: Optional[PathLike], backend: str) -> tuple[str, Path]:
     return backend, path
 
 
-def _load_predictor(backend: str, path: Path, threads: int) -> Any:
+def _load_predictor(backend: str, path: Path, threads: int) -> Predictor:
     if backend == "onnx":
-        from .runtime.onnx import OnnxPredictor
+        from lightmark.runtime.onnx import OnnxPredictor
 
         return OnnxPredictor(path, threads=threads)
     import torch  # only here: the torch backend is opt-in
 
-    from .models import TorchPredictor, load_model
+    from lightmark.models import TorchPredictor, load_model
 
     torch.set_num_threads(threads)
     model, meta = load_model(path)
@@ -118,7 +107,8 @@ class Landmarker:
     """
 
     def __init__(self, model: Optional[PathLike] = None, backend: str = "auto", threads: int = 1,
-                 refine: bool = True, detector: Any = None, score_threshold: float = 0.7) -> None:
+                 refine: bool = True, detector: Optional[Detector] = None,
+                 score_threshold: float = 0.7) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise LandmarkerError(f"threads must be a positive integer, got {threads!r}")
         self.backend, self.model_path = _resolve_model(model, backend)
@@ -143,9 +133,9 @@ class Landmarker:
         return float(self.predictor.crop_scale)
 
     @property
-    def detector(self) -> Any:
+    def detector(self) -> Detector:
         if self._detector is None:
-            from .runtime.detector import FaceDetector
+            from lightmark.runtime.detector import FaceDetector
 
             self._detector = FaceDetector(score_threshold=self.score_threshold, threads=self.threads)
         return self._detector
@@ -153,19 +143,14 @@ class Landmarker:
     def face_box_mapping(self) -> tuple[float, tuple[float, float]]:
         """(scale, shift) for ``geometry.crop_matrix_from_box`` from a face (detector) box.
 
-        The fitted side ratio (landmark box / detector box) times this model's own crop scale, so a
-        model trained with another crop scale still gets its training crop. Read from the detector
-        given to the constructor, else from the bundled mapping file (no detector session needed).
+        The detector's :class:`~lightmark.core.boxmap.BoxMapping` for this model's own crop scale,
+        so a model trained with another crop scale still gets its training crop. Read from the
+        detector given to the constructor, else from the bundled mapping file (no detector
+        session needed).
         """
         if self._mapping is None:
-            if self._detector is not None:
-                ratio, shift = self._detector.side_ratio, tuple(self._detector.crop_shift)
-            else:
-                from .runtime.detector import load_box_mapping
-
-                m = load_box_mapping()
-                ratio, shift = m["side_ratio"], m["crop_shift"]
-            self._mapping = (ratio * self.crop_scale, (float(shift[0]), float(shift[1])))
+            mapping = self._detector.box_mapping if self._detector is not None else load_box_mapping()
+            self._mapping = mapping.crop_for(self.crop_scale)
         return self._mapping
 
     # ------------------------------------------------------------------------------------------

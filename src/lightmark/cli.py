@@ -10,14 +10,13 @@ import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+from lightmark.core.errors import CliError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Images loaded and sent through the landmark model together by `lightmark predict`.
 PREDICT_CHUNK = 8
 
 
-class CliError(Exception):
-    """A problem with the command's input; printed as one line, exit status 2."""
 
 
 def _print_json(obj: Any, path: Optional[str]) -> None:
@@ -25,7 +24,7 @@ def _print_json(obj: Any, path: Optional[str]) -> None:
     if path in (None, "-"):
         print(text)
     else:
-        from .files import write_text
+        from lightmark.core.files import write_text
 
         write_text(path, text + "\n")
 
@@ -34,11 +33,10 @@ def _print_json(obj: Any, path: Optional[str]) -> None:
 # info
 # ---------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from .config import ModelConfig, load_config, model_config_from_dict
+    from lightmark.core.config import ModelConfig, load_config, model_config_from_dict
 
     if args.model:
-        from .modelfile import model_paths
-        from .runtime.onnx import read_meta
+        from lightmark.core.modelfile import model_paths, read_meta
 
         meta = read_meta(model_paths(args.model).json)
         cfg = model_config_from_dict(meta["model"])
@@ -47,7 +45,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         cfg = ModelConfig()
     try:
-        from .models import model_info
+        from lightmark.models import model_info
     except ImportError as e:  # torch missing: the torch-free install can still read a model's JSON
         raise CliError(f"`lightmark info` needs torch to count parameters ({e}); "
                        "install lightmark[train]") from None
@@ -80,13 +78,13 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import run_from_args
+    from lightmark.training.loop import run_from_args
 
     return run_from_args(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from lightmark.export import export_onnx
 
     out = export_onnx(args.model, args.out, opset=args.opset)
     print(f"wrote {out} and {out.with_suffix('.json')}")
@@ -94,18 +92,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _predictor(model: Optional[str], backend: str, threads: int) -> Any:
-    from .api import Landmarker
+    from lightmark.api import Landmarker
 
     return Landmarker(model=model, backend=backend, threads=threads).predictor
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, write_report
+    from lightmark.evaluate import evaluate, write_report
 
     predictor = _predictor(args.model, args.backend, args.threads)
     detector = None
     if args.boxes == "detector":
-        from .runtime.detector import FaceDetector
+        from lightmark.runtime.detector import FaceDetector
 
         detector = FaceDetector(threads=args.threads)
     report = evaluate(predictor, args.data, split=args.split, box_source=args.boxes,
@@ -168,10 +166,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from .api import Landmarker
-    from .draw import draw_landmarks
-    from .files import atomic_path
-    from .imaging import load_image
+    from lightmark.api import Landmarker
+    from lightmark.core.draw import draw_landmarks
+    from lightmark.core.files import atomic_path
+    from lightmark.core.imaging import load_image
 
     paths = _expand_images(args.images)
     box = _parse_box(args.box) if args.box else None
@@ -258,7 +256,7 @@ def _pil_format(path: Path) -> str:
 # data engine and experiments
 # ---------------------------------------------------------------------------------------------
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import synth_main
+    from lightmark.synth import synth_main
 
     stats = synth_main(out=args.out, n=args.n, seed=args.seed, size=args.size, seg=args.seg,
                        jaw=args.jaw, workers=args.workers)
@@ -267,7 +265,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .synth import profile_main
+    from lightmark.synth import profile_main
 
     stats = profile_main(data=args.data, out=args.out, n=args.n, seed=args.seed,
                          max_yaw=args.max_yaw, jaw=args.jaw, workers=args.workers)
@@ -276,14 +274,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_seed_table(args: argparse.Namespace) -> int:
-    from .experiments import seed_table_main
+    from lightmark.training.experiments import seed_table_main
 
     return seed_table_main(args)
 
 
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from lightmark import __version__
 
     p = argparse.ArgumentParser(prog="lightmark", description="68-point facial landmarks.")
     p.add_argument("--version", action="version", version=f"lightmark {__version__}")

@@ -24,12 +24,14 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import files, geometry, metrics
-from .runtime.detector import match_detection  # one matching rule for fitting and evaluation
+from lightmark.core import files, geometry, metrics
+from lightmark.core.geometry import match_detection  # one matching rule for fitting and evaluation
+from lightmark.core.types import Detector, Predictor
+from lightmark.core.errors import EvaluationError
 
 PathLike = Union[str, Path]
 BOX_SOURCES = ("gt", "detector")
@@ -38,23 +40,6 @@ BOX_SOURCES = ("gt", "detector")
 PLOT_THRESHOLD = 0.10
 
 
-class EvaluationError(ValueError):
-    """Arguments or inputs evaluation cannot use; the message says which and why."""
-
-
-class Predictor(Protocol):
-    input_size: int
-    crop_scale: float
-    meta: dict
-
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray: ...
-
-
-class Detector(Protocol):
-    crop_scale: float
-    crop_shift: tuple[float, float]
-
-    def detect(self, image: np.ndarray) -> np.ndarray: ...
 
 
 def _model_info(predictor: Any) -> dict:
@@ -98,18 +83,17 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
     nme_io as fractions, missed, yaw), ``model`` (name, sha256, ...), ``data`` (path, kind, split,
     seed, files), ``box_source`` and the detector's mapping.
     """
-    from .data.protocol import select_split
-    from .data.readers import LandmarkDataset, open_dataset
+    from lightmark.data.protocol import select_split
+    from lightmark.data.readers import LandmarkDataset, open_dataset
 
     if box_source not in BOX_SOURCES:
         raise EvaluationError(f"unknown box_source {box_source!r}; expected one of {BOX_SOURCES}")
     if box_source == "detector":
         if detector is None or not callable(getattr(detector, "detect", None)):
             raise EvaluationError("box_source='detector' needs a detector with a detect(image) method")
-        for attr in ("crop_scale", "crop_shift"):
-            if not hasattr(detector, attr):
-                raise EvaluationError(f"box_source='detector': the detector has no {attr!r} "
-                                      "(its box -> crop mapping)")
+        if not hasattr(detector, "box_mapping"):
+            raise EvaluationError("box_source='detector': the detector has no 'box_mapping' "
+                                  "(its box -> crop mapping)")
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     if not isinstance(dataset, LandmarkDataset):
@@ -141,12 +125,8 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
         pending.clear()
 
     if box_source == "detector":
-        # The detector's mapping yields the 1.25x landmark crop; rescale for the model's crop.
-        # landmark-box side / detector-box side, times the model's own crop scale (as the API does)
-        scale = float(getattr(detector, "side_ratio",
-                              float(detector.crop_scale) / geometry.LANDMARK_CROP_SCALE)) \
-            * float(predictor.crop_scale)
-        shift = (float(detector.crop_shift[0]), float(detector.crop_shift[1]))
+        # The detector's fitted mapping, for this model's own crop scale (as the API does).
+        scale, shift = detector.box_mapping.crop_for(predictor.crop_scale)
     for i in _progress(range(n), progress, f"evaluate {ds.name}/{split}"):
         sample = ds[i]  # DataError (naming the file) for an unreadable image: never skipped silently
         gt[i] = sample.points
@@ -249,7 +229,7 @@ def write_report(report: dict, json_path: PathLike, plot_path: Optional[PathLike
     beside the JSON as ``<json stem>.<split>.txt``; the JSON records its name under
     ``data.file_list``. The plot shows the CED of both NMEs up to 10%. Returns the paths written.
     """
-    from .data.protocol import write_file_list
+    from lightmark.data.protocol import write_file_list
 
     jp = Path(json_path)
     data = report.get("data", {})

@@ -16,8 +16,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import files
-from .modelfile import model_paths
+from lightmark.core import files
+from lightmark.core.modelfile import model_paths
+from lightmark.core.errors import ExportError
 
 PathLike = Union[str, Path]
 
@@ -29,16 +30,6 @@ OUTPUT_NAME = "output"
 MAX_INT_INITIALIZER = 64
 #: Channel counts in the exported graph are rounded up to this (zero channels; see models.padding).
 CHANNEL_MULTIPLE = 16
-
-
-class ExportError(ValueError):
-    """An export that failed or produced a graph that does not match the torch model."""
-
-
-def onnx_paths(path: PathLike) -> tuple[Path, Path]:
-    """``NAME`` or ``NAME.onnx`` / ``.json`` / ``.safetensors`` -> (``NAME.onnx``, ``NAME.json``)."""
-    paths = model_paths(path)
-    return paths.onnx, paths.json
 
 
 #: (op type, input position) pairs that take indices or shapes, never weights.
@@ -67,7 +58,7 @@ def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, An
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from .models.checkpoint import MAX_MODEL_BYTES, ModelRuleError
+    from lightmark.models.checkpoint import MAX_MODEL_BYTES, ModelRuleError
 
     g = model_proto.graph
     init_names = {t.name for t in g.initializer}
@@ -123,11 +114,12 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
     import onnxruntime as ort
     import torch
 
-    from .models import load_model
-    from .models.checkpoint import check_model_rules
-    from .models.padding import pad_channels
+    from lightmark.models import load_model
+    from lightmark.models.checkpoint import check_model_rules
+    from lightmark.models.padding import pad_channels
 
-    onnx_path, json_path = onnx_paths(out_path)
+    out_paths = model_paths(out_path)
+    onnx_path, json_path = out_paths.onnx, out_paths.json
     model, meta = load_model(model_path)
     check_model_rules(model, str(model_path))
     s = int(model.cfg.input_size)

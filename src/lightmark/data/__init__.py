@@ -4,8 +4,8 @@
 """
 from __future__ import annotations
 
-from .protocol import read_file_list, select_split, split_aflw, subset_by_names, write_file_list
-from .readers import KINDS, DataError, LandmarkDataset, Record, Sample, open_dataset
+from lightmark.data.protocol import read_file_list, select_split, split_aflw, subset_by_names, write_file_list
+from lightmark.data.readers import KINDS, DataError, LandmarkDataset, Record, Sample, open_dataset
 
 __all__ = [
     "KINDS",

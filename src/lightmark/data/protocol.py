@@ -14,8 +14,8 @@ import hashlib
 from pathlib import Path
 from typing import Sequence, Union
 
-from .. import files
-from .readers import DataError, LandmarkDataset, open_dataset
+from lightmark.core import files
+from lightmark.data.readers import DataError, LandmarkDataset, open_dataset
 
 PathLike = Union[str, Path]
 SPLITS = ("val", "test", "all")

@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..imaging import ImageError, load_image
+from lightmark.core.imaging import ImageError, load_image
+from lightmark.core.errors import DataError
 
 NUM_POINTS = 68
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -56,8 +57,6 @@ KINDS = {
 PathLike = Union[str, Path]
 
 
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file and the problem."""
 
 
 @dataclass

@@ -23,42 +23,22 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from .. import files
-from ..config import model_config_from_dict, to_dict
-from ..modelfile import FORMAT, REQUIRED_KEYS, ModelFileError  # noqa: F401 (re-exported)
-from ..modelfile import model_paths as _model_paths
-from ..modelfile import read_meta as _read_meta
+from lightmark.core import files
+from lightmark.core.config import model_config_from_dict, to_dict
+from lightmark.core.errors import ModelConfigError, ModelFileError, ModelRuleError
+from lightmark.core.modelfile import FORMAT, model_paths, read_meta
+from lightmark.models.factory import EXEMPT_SUFFIX, LandmarkModel, build_model, saved_state
 
 #: Largest allowed float32 size of a model's saved tensors, in bytes (15 MB, decimal).
 MAX_MODEL_BYTES = 15_000_000
-_EXEMPT = "num_batches_tracked"
 
 PathLike = Union[str, Path]
 
 
-class ModelRuleError(ValueError):
-    """A model breaking the size / float32 / single-network rules."""
-
-
-def model_paths(path: PathLike) -> tuple[Path, Path]:
-    """``NAME`` or ``NAME.safetensors`` / ``.json`` / ``.onnx`` -> (``NAME.safetensors``, ``NAME.json``).
-
-    Only those suffixes are stripped, so ``model.v2`` stays ``model.v2.safetensors``
-    (see :func:`lightmark.modelfile.model_paths`).
-    """
-    paths = _model_paths(path)
-    return paths.safetensors, paths.json
-
-
-def saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors written to a model file: the state dict minus BN ``num_batches_tracked``."""
-    return {k: v for k, v in model.state_dict().items() if not k.endswith(_EXEMPT)}
 
 
 def check_model_rules(model: nn.Module, what: str = "model") -> None:
     """Raise :class:`ModelRuleError` if ``model`` breaks a rule (see the module docstring)."""
-    from . import LandmarkModel, build_model
-
     if not isinstance(model, LandmarkModel):
         raise ModelRuleError(f"{what}: must be a single LandmarkModel (one backbone, one head), "
                              f"got {type(model).__name__}")
@@ -68,7 +48,7 @@ def check_model_rules(model: nn.Module, what: str = "model") -> None:
                              f"got {children}")
     state = model.state_dict()
     for name, t in state.items():
-        if name.endswith(_EXEMPT):
+        if name.endswith(EXEMPT_SUFFIX):
             continue
         if t.dtype != torch.float32:
             raise ModelRuleError(f"{what}: tensor {name!r} is {t.dtype}; only float32 is allowed")
@@ -111,7 +91,8 @@ def save_model(model: nn.Module, meta: dict, path: PathLike) -> None:
     """Write ``NAME.safetensors`` and ``NAME.json`` atomically (weights first, then the JSON that
     vouches for them). ``meta`` must hold ``codec`` and ``crop_scale``; ``model`` is filled from
     ``model.cfg`` (and must agree with it if given). Refuses models breaking the rules."""
-    weights_path, json_path = model_paths(path)
+    paths = model_paths(path)
+    weights_path, json_path = paths.safetensors, paths.json
     check_model_rules(model, str(weights_path))
     out = {k: _plain(v) for k, v in meta.items()}
     cfg = to_dict(model.cfg)
@@ -138,21 +119,15 @@ def save_model(model: nn.Module, meta: dict, path: PathLike) -> None:
     files.write_text(json_path, text + "\n")
 
 
-def read_meta(json_path: PathLike) -> dict:
-    """Parse a model JSON and check its format and required keys."""
-    return _read_meta(json_path, require_format=True)
-
-
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, dict]:
     """Read a model written by :func:`save_model`: ``(model in eval mode, meta)``.
 
     Verifies the weights' sha256 against the JSON, rebuilds the network from ``meta['model']`` and
     requires the file to hold exactly its tensors (names, shapes, float32).
     """
-    from . import ModelConfigError, build_model
-
-    weights_path, json_path = model_paths(path)
-    meta = read_meta(json_path)
+    paths = model_paths(path)
+    weights_path, json_path = paths.safetensors, paths.json
+    meta = read_meta(json_path, require_format=True)
     if not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: missing weights file (named in {json_path.name})")
     digest = files.sha256(weights_path)

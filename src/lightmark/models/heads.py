@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from .shufflenet import STRIDE
+from lightmark.core.config import ModelConfig
+from lightmark.models.shufflenet import STRIDE
 
 
 class SqueezeExcite(nn.Module):
@@ -94,7 +94,7 @@ def deconv_geometry(stride: int) -> tuple[int, int]:
 class MapHead(nn.Module):
     """What the heads with map outputs share: the channel check, the output side, the resize.
 
-    The natural output side is ``input_size / 32 * prod(deconv_strides)``. When that differs from
+    The natural output side is ``input_size / 32 * prod(upsample_strides)``. When that differs from
     ``heatmap_size`` the maps are resized bilinearly (half-pixel centres, ``align_corners=False``)
     to ``heatmap_size``, which keeps the pixel-centre mapping of the contract exact. Subclasses
     build their layers and pass their output through :meth:`to_heatmap_size`.
@@ -106,7 +106,7 @@ class MapHead(nn.Module):
         if self.channels < 1:
             raise ValueError(f"head_channels must be positive, got {cfg.head_channels}")
         self.heatmap_size = int(cfg.heatmap_size)
-        self.natural_size = cfg.input_size // STRIDE * math.prod(int(s) for s in cfg.deconv_strides)
+        self.natural_size = cfg.input_size // STRIDE * math.prod(int(s) for s in cfg.upsample_strides)
         self.resize = self.natural_size != self.heatmap_size
 
     def to_heatmap_size(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,7 @@ class HeatmapHead(MapHead):
         c = self.channels
         layers: list[nn.Module] = []
         prev = in_channels
-        for s in cfg.deconv_strides:
+        for s in cfg.upsample_strides:
             k, p = deconv_geometry(int(s))
             layers += [nn.ConvTranspose2d(prev, c, k, int(s), p, bias=False), nn.BatchNorm2d(c),
                        nn.ReLU(inplace=True)]
@@ -159,7 +159,7 @@ def separable_block(in_ch: int, out_ch: int) -> nn.Sequential:
 class SeparableHead(MapHead):
     """The heatmap/integral head made cheap for CPU inference (``head_block: separable``).
 
-    1x1 projection to ``head_channels`` at stride 32, then per entry of ``deconv_strides`` a
+    1x1 projection to ``head_channels`` at stride 32, then per entry of ``upsample_strides`` a
     bilinear up-sampling (half-pixel centres, like the heatmap contract) and a depthwise-separable
     block, then attention and a separable 1x1 output. On onnxruntime the two transposed convs and
     the dense 3x3 of :class:`HeatmapHead` took about 0.6 ms of a 2.2 ms forward pass at 128 px;
@@ -172,7 +172,7 @@ class SeparableHead(MapHead):
         c = self.channels
         self.proj = nn.Sequential(nn.Conv2d(in_channels, c, 1, bias=False), nn.BatchNorm2d(c),
                                   nn.ReLU(inplace=True))
-        self.strides = [int(s) for s in cfg.deconv_strides]
+        self.strides = [int(s) for s in cfg.upsample_strides]
         self.blocks = nn.ModuleList(separable_block(c, c) for _ in self.strides)
         self.attention = make_attention(cfg.attention, c)
         self.out = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),

@@ -21,8 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .heads import HeatmapHead, SeparableHead
-from .shufflenet import ShuffleNetV2, ShuffleUnit, shuffle_order
+from lightmark.models.heads import HeatmapHead, SeparableHead
+from lightmark.models.shufflenet import ShuffleNetV2, ShuffleUnit, shuffle_order
 
 ChannelMap = list[int]
 

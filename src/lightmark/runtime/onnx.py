@@ -12,41 +12,19 @@ from typing import Any, Union
 
 import numpy as np
 
-from ..files import sha256
-from ..geometry import LANDMARK_CROP_SCALE
-from ..heatmap import decode
-from ..imaging import to_input
-from ..modelfile import ModelFileError
-from ..modelfile import model_paths as _model_paths
-from ..modelfile import read_meta as _read_meta
-from .detector import DetectorError, make_session
+from lightmark.core.files import sha256
+from lightmark.core.geometry import LANDMARK_CROP_SCALE
+from lightmark.core.codec import decode
+from lightmark.core.imaging import to_input
+from lightmark.core.errors import ModelFileError
+from lightmark.core.modelfile import model_paths, read_meta
+from lightmark.runtime.session import make_session
 
 PathLike = Union[str, Path]
 
 # Crops per onnxruntime call when the model's batch axis is dynamic: large enough to amortise the
 # call overhead, small enough to keep the activations of a 100-face photo in a few MB.
 DEFAULT_CHUNK = 32
-
-
-def model_paths(path: PathLike) -> tuple[Path, Path]:
-    """``NAME``, ``NAME.onnx``, ``NAME.json`` or ``NAME.safetensors`` -> (``NAME.onnx``, ``NAME.json``)."""
-    paths = _model_paths(path)
-    return paths.onnx, paths.json
-
-
-def read_meta(json_path: PathLike) -> dict[str, Any]:
-    """Read and check a model's JSON metadata (needs ``model.head`` and ``model.input_size``, and
-    a usable input size and crop scale)."""
-    p = Path(json_path)
-    meta = _read_meta(p)
-    try:
-        size = int(meta["model"]["input_size"])
-        crop_scale = float(meta.get("crop_scale", LANDMARK_CROP_SCALE))
-    except (TypeError, ValueError):
-        raise ModelFileError(f"{p}: 'model.input_size' and 'crop_scale' must be numbers") from None
-    if size < 8 or not (np.isfinite(crop_scale) and crop_scale > 0):
-        raise ModelFileError(f"{p}: bad input_size {size} or crop_scale {crop_scale}")
-    return meta
 
 
 class OnnxPredictor:
@@ -57,7 +35,8 @@ class OnnxPredictor:
     """
 
     def __init__(self, path: PathLike, threads: int = 1, verify: bool = True) -> None:
-        self.onnx_path, self.json_path = model_paths(path)
+        paths = model_paths(path)
+        self.onnx_path, self.json_path = paths.onnx, paths.json
         if not self.onnx_path.is_file():
             raise ModelFileError(f"{self.onnx_path}: no such ONNX model file")
         self.meta: dict[str, Any] = read_meta(self.json_path)
@@ -73,10 +52,7 @@ class OnnxPredictor:
         self.input_size: int = int(self.meta["model"]["input_size"])
         self.crop_scale: float = float(self.meta.get("crop_scale", LANDMARK_CROP_SCALE))
         self.num_points: int = int(self.meta["model"].get("num_points", 68))
-        try:
-            self._session = make_session(self.onnx_path, threads, "ONNX landmark model")
-        except DetectorError as e:  # same loader as the detector; re-raise as a model error
-            raise ModelFileError(str(e)) from None
+        self._session = make_session(self.onnx_path, threads, "ONNX landmark model")
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]
         if "input" not in inputs or "output" not in outputs:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import ict
+from lightmark.synth import ict
 
 # Skin tones from dark to light (RGB, 0-255); a draw interpolates along this ramp.
 _SKIN_RAMP = np.array([[62, 40, 30], [105, 70, 50], [150, 105, 78], [195, 148, 118],
@@ -165,14 +165,14 @@ class BackgroundPool:
         self.records = []
         self.photo_dir = photo_dir
         if photo_dir and Path(photo_dir).is_dir():
-            from ..data.readers import open_dataset
+            from lightmark.data.readers import open_dataset
 
             self.records = open_dataset(photo_dir, skip_bad=True).records
         self._cache: dict[int, np.ndarray] = {}
         self._max = max_cache
 
     def _photo(self, i: int) -> np.ndarray:
-        from ..imaging import load_image
+        from lightmark.core.imaging import load_image
 
         img = self._cache.get(i)
         if img is None:

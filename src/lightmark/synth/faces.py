@@ -18,9 +18,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .. import files
-from . import appearance, camera, ict
-from .raster import interpolate, rasterize, vertex_normals
+from lightmark.core import files
+from lightmark.synth import appearance, camera, ict
+from lightmark.synth.raster import interpolate, rasterize, vertex_normals
+from lightmark.core.errors import SynthError
 
 MIN_SIZE = 64
 MAX_SIZE = 2048
@@ -36,8 +37,6 @@ SEG = {"background": 0, "skin": 1, "right_eye": 3, "left_eye": 4, "right_brow": 
 JAW_SIDE = np.array([-1] * 8 + [0] + [1] * 8)
 
 
-class SynthError(ValueError):
-    """Bad parameters for the synthetic data engine."""
 
 
 @dataclass
@@ -342,7 +341,7 @@ def render_dataset(out_dir: Union[str, Path], n: int, seed: int = 0, size: int =
     manifest apart from its speed record (``seconds``, ``images_per_s``, ``workers``). Returns the
     run statistics (also in the manifest).
     """
-    from .parallel import check_workers, run_slices, split
+    from lightmark.synth.parallel import check_workers, run_slices, split
 
     n = check_count(n)
     size = check_size(size)

@@ -15,7 +15,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .raster import quads_to_triangles
+from lightmark.synth.raster import quads_to_triangles
+from lightmark.core.errors import FaceModelError
 
 ENV_VAR = "LIGHTMARK_ICT_MODEL"
 
@@ -53,8 +54,6 @@ LEFT_JAW_EXTENDED = [3041, 3661, 3042, 4390, 3880, 3022, 3085, 2484, 4102, 4036,
                      3490, 3493, 3496, 3498]
 
 
-class ModelError(ValueError):
-    """The ICT model file is missing or malformed."""
 
 
 def default_model_path() -> Path:
@@ -109,7 +108,7 @@ class ICTModel:
         try:
             return self.expression_names.index(name)
         except ValueError:
-            raise ModelError(f"no expression {name!r} in the ICT model") from None
+            raise FaceModelError(f"no expression {name!r} in the ICT model") from None
 
 
 def _regions(ranges: list[tuple[int, int, int]], n: int) -> np.ndarray:
@@ -133,7 +132,7 @@ def load_ict(path: Union[str, Path, None] = None) -> ICTModel:
     """Load and prepare the ICT model (cached per path)."""
     p = Path(path) if path is not None else default_model_path()
     if not p.is_file():
-        raise ModelError(f"{p}: ICT face model not found (set ${ENV_VAR} or pass its path)")
+        raise FaceModelError(f"{p}: ICT face model not found (set ${ENV_VAR} or pass its path)")
     try:
         d = np.load(p)
         neutral = d["neutral"].astype(np.float32)[:N_VERTS]
@@ -143,9 +142,9 @@ def load_ict(path: Union[str, Path, None] = None) -> ICTModel:
         faces = d["faces"]
         lm = d["landmarks68"].astype(np.int64)
     except KeyError as e:
-        raise ModelError(f"{p}: missing array {e} in the ICT model file") from None
+        raise FaceModelError(f"{p}: missing array {e} in the ICT model file") from None
     if lm.shape != (68,):
-        raise ModelError(f"{p}: landmarks68 has shape {lm.shape}, expected (68,)")
+        raise FaceModelError(f"{p}: landmarks68 has shape {lm.shape}, expected (68,)")
     poly_region = _regions(_POLY_RANGES, len(faces))
     keep = poly_region > 0
     tris = quads_to_triangles(faces[keep])
@@ -155,7 +154,7 @@ def load_ict(path: Union[str, Path, None] = None) -> ICTModel:
     kept = np.nonzero(keep)[0]
     tri_poly = np.concatenate([kept, kept[is_quad]]).astype(np.int32)
     if tris.max() >= N_VERTS:
-        raise ModelError(f"{p}: kept polygons reference vertices beyond {N_VERTS}")
+        raise FaceModelError(f"{p}: kept polygons reference vertices beyond {N_VERTS}")
     pupils = np.array([_pupil(neutral, _IRIS_RIGHT, _SCLERA_RIGHT),
                        _pupil(neutral, _IRIS_LEFT, _SCLERA_LEFT)])
     return ICTModel(neutral=neutral, id_basis=idd.reshape(len(idd), -1),

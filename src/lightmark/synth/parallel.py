@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 
-from .faces import SynthError
+from lightmark.core.errors import SynthError
 
 T = TypeVar("T")
 

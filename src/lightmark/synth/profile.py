@@ -25,10 +25,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .. import files
-from . import camera, ict
-from .faces import JAW_SIDE, SynthError, check_count, contour_jaw, write_sample
-from .raster import interpolate, rasterize
+from lightmark.core import files
+from lightmark.synth import camera, ict
+from lightmark.synth.faces import JAW_SIDE, SynthError, check_count, contour_jaw, write_sample
+from lightmark.synth.raster import interpolate, rasterize
+from lightmark.core.errors import ProfileError
 
 MAX_YAW_DELTA = 60.0
 ID_COMPONENTS = 20
@@ -43,8 +44,6 @@ NON_JAW = np.arange(17, 68)
 JAW = np.array([i for i in range(17) if i != 8])
 
 
-class ProfileError(SynthError):
-    """Bad input to the fitter or the profiler."""
 
 
 @dataclass
@@ -283,7 +282,7 @@ def profile(image: np.ndarray, points68: np.ndarray, yaw_delta_deg: float,
     right). Returns the new image and its landmarks in both jaw conventions."""
     import cv2
 
-    from ..imaging import to_rgb8
+    from lightmark.core.imaging import to_rgb8
 
     img = to_rgb8(image)
     h, w = img.shape[:2]
@@ -373,7 +372,7 @@ def profile_face(image: np.ndarray, points68: np.ndarray, yaw_delta_deg: float,
 def _source(data: str, seed: int):
     """``(data set, order, relative names)`` of a profiling run: the faces in the order the run
     uses them (a permutation drawn from ``seed``)."""
-    from ..data.readers import open_dataset
+    from lightmark.data.readers import open_dataset
 
     ds = open_dataset(data, skip_bad=True)
     return ds, np.random.default_rng(seed).permutation(len(ds)), ds.relative_names()
@@ -385,7 +384,7 @@ def profile_slice(images: range, data: str, out: str, seed: int, max_yaw: float,
     already validated; returns their manifest entries, fit errors and skipped-sample messages. A
     failure raises :class:`ProfileError` naming the image and its source. Module level so worker
     processes can run it."""
-    from ..data.readers import DataError
+    from lightmark.data.readers import DataError
 
     ds, order, names = _source(data, seed)
     outp = Path(out)
@@ -426,8 +425,8 @@ def profile_main(data: str, out: str, n: int, seed: int = 0, max_yaw: float = 60
     Image ``i`` draws from ``np.random.default_rng([seed, i])``, so ``workers`` > 1 (0: one per
     CPU core) profiles contiguous slices in that many processes with byte-identical files and the
     same manifest apart from its speed record (``seconds``, ``images_per_s``, ``workers``)."""
-    from .faces import MANIFEST, check_jaw
-    from .parallel import check_workers, run_slices, split
+    from lightmark.synth.faces import MANIFEST, check_jaw
+    from lightmark.synth.parallel import check_workers, run_slices, split
 
     n = check_count(n)
     jaw = check_jaw(jaw)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from lightmark.core.errors import RasterError
 
 
-class RasterError(ValueError):
-    """Bad arguments to the rasteriser."""
 
 
 @dataclass

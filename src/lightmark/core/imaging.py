@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+from lightmark.core.errors import ImageError
 
 ImageLike = Union[str, Path, np.ndarray]
 
@@ -19,8 +20,6 @@ _INPUT_SCALE = (1.0 / (255.0 * STD)).astype(np.float32)[:, None, None]
 _INPUT_SHIFT = (-MEAN / STD).astype(np.float32)[:, None, None]
 
 
-class ImageError(ValueError):
-    """An image file that cannot be used; the message names the file and the problem."""
 
 
 def to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
@@ -89,7 +88,7 @@ def as_image(image: ImageLike) -> np.ndarray:
 
 def to_input(crops: np.ndarray) -> np.ndarray:
     """(N, S, S, 3) or (S, S, 3) uint8 crops -> (N, 3, S, S) normalised float32 network input."""
-    import cv2  # local, like the other OpenCV users: keeps `import lightmark.imaging` light
+    import cv2  # local, like the other OpenCV users: keeps `import lightmark.core.imaging` light
 
     c = np.asarray(crops)
     if c.ndim == 3:

@@ -11,7 +11,7 @@ from the pixels.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
                border_value: int | tuple[int, ...] = 0) -> np.ndarray:
     """Resample ``image`` into the ``out_size`` square crop given by ``m``."""
-    import cv2  # local: keeps `import lightmark.geometry` light
+    import cv2  # local: keeps `import lightmark.core.geometry` light
 
     m = np.asarray(m, dtype=np.float64)
     # Shrinking by more than 2x with bilinear sampling aliases; pre-blur with a Gaussian whose
@@ -197,3 +197,26 @@ def points_to_image(points_crop: np.ndarray, matrices: np.ndarray) -> np.ndarray
     """Map ``(N, 68, 2)`` crop-pixel points back through each crop's matrix to image pixels."""
     inv = invert_affine(np.asarray(matrices).reshape(-1, 2, 3))
     return apply_affine(np.asarray(points_crop).reshape(len(inv), -1, 2), inv).astype(np.float32)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of two sets of x1, y1, x2, y2 boxes."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+
+def match_detection(dets: np.ndarray, lm_box: np.ndarray, min_iou: float) -> Optional[np.ndarray]:
+    """The detection that belongs to the labelled face: highest IoU with its landmark box."""
+    if len(dets) == 0:
+        return None
+    iou = box_iou(lm_box, dets[:, :4])[0]
+    j = int(np.argmax(iou))
+    return dets[j] if iou[j] >= min_iou else None

@@ -21,8 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from .. import geometry
-from ..config import AugmentConfig
+from lightmark.core import geometry
+from lightmark.core.config import AugmentConfig
 
 
 @dataclass

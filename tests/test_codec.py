@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from lightmark import heatmap as H
-from lightmark.config import CodecConfig, ModelConfig
+from lightmark.core import codec as H
+from lightmark.core.config import CodecConfig, ModelConfig
 
 SIGMAS = (1.0, 1.5, 2.0, 3.0)  # 1.5 is the default CodecConfig.sigma
 SIZES = (16, 64, 96)
@@ -77,13 +77,13 @@ def test_encode_values_and_out_of_map_points() -> None:
 
 
 def test_encode_rejects_bad_arguments() -> None:
-    with pytest.raises(H.HeatmapError, match="sigma"):
+    with pytest.raises(H.CodecError, match="sigma"):
         H.encode(np.zeros((68, 2)), 16, 0.0)
-    with pytest.raises(H.HeatmapError, match="points"):
+    with pytest.raises(H.CodecError, match="points"):
         H.encode(np.zeros((68, 3)), 16, 1.5)
-    with pytest.raises(H.HeatmapError, match="NaN"):
+    with pytest.raises(H.CodecError, match="NaN"):
         H.decode_subpixel(np.full((1, 1, 4, 4), np.nan))
-    with pytest.raises(H.HeatmapError, match=r"\(B, K, h, w\)"):
+    with pytest.raises(H.CodecError, match=r"\(B, K, h, w\)"):
         H.decode_argmax(np.zeros((68, 16, 16)))
 
 
@@ -137,17 +137,17 @@ def test_decode_dispatch_dataclass_and_dict() -> None:
 
 
 def test_decode_errors() -> None:
-    with pytest.raises(H.HeatmapError, match="unknown head"):
+    with pytest.raises(H.CodecError, match="unknown head"):
         H.decode(np.zeros((1, 68, 2)), {"head": "magic", "input_size": 128})
-    with pytest.raises(H.HeatmapError, match="unknown decoder"):
+    with pytest.raises(H.CodecError, match="unknown decoder"):
         H.decode(np.zeros((1, 68, 4, 4)), {"head": "heatmap", "input_size": 128}, {"decoder": "x"})
-    with pytest.raises(H.HeatmapError, match="regression output"):
+    with pytest.raises(H.CodecError, match="regression output"):
         H.decode(np.zeros((1, 68, 4, 4)), {"head": "regression", "input_size": 128})
-    with pytest.raises(H.HeatmapError, match="input_size"):
+    with pytest.raises(H.CodecError, match="input_size"):
         H.decode(np.zeros((1, 68, 4, 4)), {"head": "heatmap"})
 
 
 def test_numpy_only_import() -> None:
-    code = ("import sys, lightmark.heatmap, lightmark.metrics; "
+    code = ("import sys, lightmark.core.codec, lightmark.core.metrics; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

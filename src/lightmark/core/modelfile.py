@@ -3,13 +3,19 @@
 A model is ``NAME.json`` (``{"model": ModelConfig, "codec": ..., "crop_scale": ..., ...}``) beside
 its network: ``NAME.safetensors`` (weights, ``"sha256"``; :mod:`lightmark.models.checkpoint`) and/or
 ``NAME.onnx`` (``"onnx_sha256"``; :mod:`lightmark.export`, :mod:`lightmark.runtime.onnx`).
+This module is the one home of their paths (:func:`model_paths`) and of reading the JSON
+(:func:`read_meta`).
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
+from lightmark.core.codec import HEADS
+from lightmark.core.errors import ModelFileError
+from lightmark.core.geometry import LANDMARK_CROP_SCALE
 
 PathLike = Union[str, Path]
 
@@ -21,8 +27,6 @@ REQUIRED_KEYS = ("format", "model", "codec", "crop_scale", "sha256")
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".json")
 
 
-class ModelFileError(ValueError):
-    """A model file that is missing, tampered with or inconsistent; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -70,4 +74,14 @@ def read_meta(json_path: PathLike, require_format: bool = False) -> dict[str, An
     model = meta.get("model")
     if not isinstance(model, dict) or "head" not in model or "input_size" not in model:
         raise ModelFileError(f"{p}: metadata must hold a 'model' mapping with 'head' and 'input_size'")
+    # Checked here, at load time, so a bad file fails when it is opened, not at the first predict.
+    if model["head"] not in HEADS:
+        raise ModelFileError(f"{p}: unknown head {model['head']!r} (known: {', '.join(HEADS)})")
+    try:
+        size = int(model["input_size"])
+        crop_scale = float(meta.get("crop_scale", LANDMARK_CROP_SCALE))
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{p}: 'model.input_size' and 'crop_scale' must be numbers") from None
+    if size < 8 or not (math.isfinite(crop_scale) and crop_scale > 0):
+        raise ModelFileError(f"{p}: bad input_size {size} or crop_scale {crop_scale}")
     return meta

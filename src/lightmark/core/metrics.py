@@ -16,7 +16,8 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from .files import atomic_path
+from lightmark.core.files import atomic_path
+from lightmark.core.errors import MetricsError
 
 #: Outer eye corners in the 68-point markup (0-based): the "inter-ocular" normaliser of 300W.
 OUTER_EYE_CORNERS = (36, 45)
@@ -25,8 +26,6 @@ OUTER_EYE_CORNERS = (36, 45)
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
 
-class MetricsError(ValueError):
-    """Inputs the metrics cannot use (shapes, degenerate ground truth); the message says which."""
 
 
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import AugmentConfig, Config, DataSource, load_config
+from lightmark.core.config import AugmentConfig, Config, DataSource, load_config
 
 #: (row name, fraction of the training data, augmentation that the row keeps from the recipe)
 ROWS = (
@@ -44,10 +44,10 @@ def row_config(base: Config, fraction: float, augmentation: str, n_train: int, e
 def seed_table(base: Config, data: list[str], eval_data: list[str], epochs: int,
                out: Path, log: Any = print) -> list[dict]:
     """Train and evaluate the four rows; returns one dict per row."""
-    from .data.readers import open_dataset
-    from .evaluate import evaluate
-    from .models import TorchPredictor, load_model
-    from .train import train
+    from lightmark.data.readers import open_dataset
+    from lightmark.evaluate import evaluate
+    from lightmark.models import TorchPredictor, load_model
+    from lightmark.training.loop import train
 
     n_train = sum(len(open_dataset(p)) for p in data)
     rows = []
@@ -83,8 +83,8 @@ def format_table(rows: list[dict], eval_names: list[str]) -> str:
 
 
 def seed_table_main(args: argparse.Namespace) -> int:
-    from .files import write_text
-    from .train import apply_overrides
+    from lightmark.core.files import write_text
+    from lightmark.core.config import apply_overrides
 
     base = apply_overrides(load_config(args.config), args.overrides)
     data = [args.data] if args.data else [s.path for s in base.train_data]

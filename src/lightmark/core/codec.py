@@ -16,6 +16,7 @@ import functools
 from typing import Any, Optional, Union
 
 import numpy as np
+from lightmark.core.errors import CodecError
 
 SizeLike = Union[int, tuple[int, int]]
 
@@ -23,8 +24,6 @@ DECODERS = ("subpixel", "argmax")
 HEADS = ("heatmap", "integral", "regression")
 
 
-class HeatmapError(ValueError):
-    """A network output or argument the codec cannot use; the message says what is wrong."""
 
 
 def _hw(size: SizeLike) -> tuple[int, int]:
@@ -37,11 +36,11 @@ def _hw(size: SizeLike) -> tuple[int, int]:
 def _check_maps(hm: np.ndarray, what: str, dtype: type = np.float64) -> np.ndarray:
     a = np.asarray(hm, dtype=dtype)
     if a.ndim != 4:
-        raise HeatmapError(f"{what}: expected (B, K, h, w) heatmaps, got shape {a.shape}")
+        raise CodecError(f"{what}: expected (B, K, h, w) heatmaps, got shape {a.shape}")
     if a.shape[2] < 1 or a.shape[3] < 1:
-        raise HeatmapError(f"{what}: empty heatmaps of shape {a.shape}")
+        raise CodecError(f"{what}: empty heatmaps of shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise HeatmapError(f"{what}: heatmaps contain NaN or infinite values")
+        raise CodecError(f"{what}: heatmaps contain NaN or infinite values")
     return a
 
 
@@ -63,13 +62,13 @@ def encode(points_hm: np.ndarray, size: SizeLike, sigma: float, peak: float = 10
     points zero weight (:func:`visible` tells which they are).
     """
     if not (np.isfinite(sigma) and sigma > 0):
-        raise HeatmapError(f"encode: sigma must be positive, got {sigma}")
+        raise CodecError(f"encode: sigma must be positive, got {sigma}")
     h, w = _hw(size)
     if h < 1 or w < 1:
-        raise HeatmapError(f"encode: heatmap size must be positive, got {(h, w)}")
+        raise CodecError(f"encode: heatmap size must be positive, got {(h, w)}")
     pts = np.asarray(points_hm, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise HeatmapError(f"encode: expected (K, 2) points, got shape {pts.shape}")
+        raise CodecError(f"encode: expected (K, 2) points, got shape {pts.shape}")
     inside = visible(pts, (h, w))
     safe = np.where(inside[:, None], pts, 0.0)
     xs = np.arange(w, dtype=np.float64)
@@ -121,7 +120,7 @@ def decode_subpixel(hm: np.ndarray, radius: int = 2, max_offset: float = 1.0) ->
     ``max_offset`` cells per axis and the result to the map's extent.
     """
     if radius < 1:
-        raise HeatmapError(f"decode_subpixel: radius must be >= 1, got {radius}")
+        raise CodecError(f"decode_subpixel: radius must be >= 1, got {radius}")
     a = _check_maps(hm, "decode_subpixel")
     b, k, h, w = a.shape
     coords = decode_argmax(a).astype(np.float64)  # (B, K, 2)
@@ -220,14 +219,14 @@ def decode(output: np.ndarray, model_cfg: Any, codec_cfg: Any = None,
     """
     head = _field(model_cfg, "head")
     if head not in HEADS:
-        raise HeatmapError(f"decode: unknown head {head!r}; expected one of {HEADS}")
+        raise CodecError(f"decode: unknown head {head!r}; expected one of {HEADS}")
     input_size = _field(model_cfg, "input_size")
     if not input_size:
-        raise HeatmapError("decode: model config has no input_size")
+        raise CodecError("decode: model config has no input_size")
     out = np.asarray(output)
     if head == "regression":
         if out.ndim != 3 or out.shape[-1] != 2:
-            raise HeatmapError(f"decode: regression output must be (B, K, 2), got shape {out.shape}")
+            raise CodecError(f"decode: regression output must be (B, K, 2), got shape {out.shape}")
         return out.astype(np.float32)
     if head == "integral":
         pts = soft_argmax(out)
@@ -238,5 +237,5 @@ def decode(output: np.ndarray, model_cfg: Any, codec_cfg: Any = None,
         elif name == "argmax":
             pts = decode_argmax(out)
         else:
-            raise HeatmapError(f"decode: unknown decoder {name!r}; expected one of {DECODERS}")
+            raise CodecError(f"decode: unknown decoder {name!r}; expected one of {DECODERS}")
     return heatmap_to_crop(pts, int(input_size), out.shape[2:4])

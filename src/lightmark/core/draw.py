@@ -5,7 +5,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .imaging import ImageLike, as_image
+from lightmark.core.imaging import ImageLike, as_image
 
 # Polylines of the 68-point iBUG layout: (first, last, closed).
 CONTOURS: tuple[tuple[int, int, bool], ...] = (

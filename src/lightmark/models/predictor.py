@@ -1,0 +1,64 @@
+"""A torch model behind the Predictor protocol (:class:`lightmark.core.types.Predictor`)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightmark.core.codec import decode
+from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
+from lightmark.core.imaging import to_input
+
+
+class TorchPredictor:
+    """A torch model behind the Predictor protocol (see docs/ARCHITECTURE.md).
+
+    ``predict_crops(crops uint8 (N, S, S, 3)) -> float32 (N, 68, 2)`` points in crop pixels,
+    via :func:`lightmark.imaging.to_input`, the model and :func:`lightmark.heatmap.decode`.
+    The model is put in eval mode (a caller validating mid-training switches it back).
+    """
+
+    def __init__(self, model: nn.Module, meta: dict, device: Union[str, torch.device, None] = None,
+                 batch_size: int = 64) -> None:
+        if "model" not in meta:
+            raise ValueError("TorchPredictor: meta has no 'model' entry (the ModelConfig)")
+        model_cfg = meta["model"]
+        self.model_cfg = model_config_from_dict(to_dict(model_cfg) if dataclasses.is_dataclass(model_cfg)
+                                                else dict(model_cfg), "meta.model")
+        codec = meta.get("codec") or {}
+        self.codec_cfg: CodecConfig = config_from_dict(
+            {"codec": to_dict(codec) if dataclasses.is_dataclass(codec) else dict(codec)}, "meta").codec
+        if "crop_scale" not in meta:
+            raise ValueError("TorchPredictor: meta has no 'crop_scale' entry")
+        self.meta = meta
+        self.input_size: int = int(self.model_cfg.input_size)
+        self.crop_scale: float = float(meta["crop_scale"])
+        # Default: stay where the model is, so validating a model mid-training on a GPU neither
+        # moves it to the CPU nor copies it.
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.model = model.to(self.device).eval()
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        c = np.asarray(crops)
+        if c.ndim == 3:
+            c = c[None]
+        s = self.input_size
+        if c.dtype != np.uint8 or c.ndim != 4 or c.shape[1:] != (s, s, 3):
+            raise ValueError(f"predict_crops: expected uint8 crops of shape (N, {s}, {s}, 3), "
+                             f"got {c.dtype} {c.shape}")
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for i in range(0, len(c), self.batch_size):
+                x = torch.from_numpy(to_input(c[i:i + self.batch_size])).to(self.device)
+                y = self.model(x).float().cpu().numpy()
+                out.append(decode(y, self.model_cfg, self.codec_cfg))
+        if not out:
+            return np.zeros((0, self.model_cfg.num_points, 2), np.float32)
+        return np.concatenate(out).astype(np.float32)

@@ -149,7 +149,7 @@ def test_info(capsys) -> None:
 
 
 def test_unexpected_errors_are_one_line(monkeypatch, capsys) -> None:
-    import lightmark.cli as cli
+    import lightmark.cli.models as cli
 
     def boom(_args):
         raise RuntimeError("something broke")

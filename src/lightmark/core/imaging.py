@@ -13,6 +13,9 @@ from lightmark.core.errors import ImageError
 ImageLike = Union[str, Path, np.ndarray]
 
 # Normalisation of the network input: (pixel / 255 - MEAN) / STD, per RGB channel.
+#: Image files found when a folder is scanned (CLI, data sets); any file Pillow reads loads by path.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # The same as one multiply-add per channel: x * _INPUT_SCALE + _INPUT_SHIFT.

@@ -40,11 +40,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from lightmark.core.imaging import ImageError, load_image
-from lightmark.core.errors import DataError
+from lightmark.core.errors import DataError, ImageError
+from lightmark.core.geometry import NUM_POINTS
+from lightmark.core.imaging import IMAGE_SUFFIXES, load_image
+from lightmark.data.formats import (_check_points, _fast_table, _is_number, _parse_xy_lines, _read_text,
+                                    read_aflw_mat, read_facesynthetics_labels, read_keypoint_csv,
+                                    read_pts)
 
-NUM_POINTS = 68
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 #: The kinds :func:`open_dataset` knows, and what each one looks for in a folder.
 KINDS = {
@@ -55,8 +57,6 @@ KINDS = {
 }
 
 PathLike = Union[str, Path]
-
-
 
 
 @dataclass
@@ -127,39 +127,6 @@ class LandmarkDataset:
 # helpers
 
 
-def _check_points(points: np.ndarray, where: str) -> np.ndarray:
-    p = np.asarray(points, dtype=np.float64)
-    if p.shape != (NUM_POINTS, 2):
-        raise DataError(f"{where}: wrong number of points: expected {NUM_POINTS} (x, y) pairs, "
-                        f"got {p.size // 2 if p.ndim else 0} (shape {p.shape})")
-    if not np.all(np.isfinite(p)):
-        bad = np.nonzero(~np.all(np.isfinite(p), axis=1))[0]
-        raise DataError(f"{where}: non-finite (NaN or inf) coordinates at point(s) {bad.tolist()[:8]}")
-    return p.astype(np.float32)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: garbled label file (not UTF-8 text)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read label file ({e.strerror or e})") from None
-
-
-def _parse_xy_lines(lines: Sequence[str], path: Path, first_line: int = 1) -> np.ndarray:
-    rows = []
-    for k, line in enumerate(lines):
-        parts = line.replace(",", " ").split()
-        if len(parts) != 2:
-            raise DataError(f"{path}: line {first_line + k}: expected 'x y', got {line.strip()[:60]!r}")
-        try:
-            rows.append((float(parts[0]), float(parts[1])))
-        except ValueError:
-            raise DataError(f"{path}: line {first_line + k}: not numbers: {line.strip()[:60]!r}") from None
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-
-
 def _listdir(folder: Path) -> set[str]:
     """File names in ``folder`` (one listing: cheap even for 100k files)."""
     try:
@@ -170,7 +137,7 @@ def _listdir(folder: Path) -> set[str]:
 
 
 def _find_image(stem: str, names: set[str]) -> Optional[str]:
-    for ext in IMAGE_EXTENSIONS:
+    for ext in IMAGE_SUFFIXES:
         for cand in (stem + ext, stem + ext.upper()):
             if cand in names:
                 return cand
@@ -230,100 +197,6 @@ def _collect(candidates: Sequence[Any], make: Callable[[Any], Record], where: Ca
 # FaceSynthetics
 
 
-def read_facesynthetics_labels(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``NNNNNN_ldmks.txt`` -> (68 points, 2 pupils (left, right)), both float32, pixel centres."""
-    path = Path(path)
-    lines = [ln for ln in _read_text(path).splitlines() if ln.strip()]
-    if len(lines) != NUM_POINTS + 2:
-        raise DataError(f"{path}: wrong number of points: expected 70 lines 'x y' (68 landmarks "
-                        f"and 2 pupils), got {len(lines)} (truncated?)")
-    xy = _parse_xy_lines(lines, path)
-    # No shift: these are already pixel-centre coordinates (see the module docstring).
-    pts = _check_points(xy[:NUM_POINTS], str(path))
-    pupils = xy[NUM_POINTS:]
-    if not np.all(np.isfinite(pupils)):
-        raise DataError(f"{path}: non-finite (NaN or inf) pupil coordinates")
-    return pts, pupils.astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# AFLW2000-3D
-
-
-def read_aflw_mat(path: PathLike) -> tuple[np.ndarray, dict]:
-    """``imageNNNNN.mat`` -> (68 points as 0-based pixel centres, pose meta in degrees)."""
-    path = Path(path)
-    try:
-        import scipy.io
-    except ImportError:
-        raise DataError(f"{path}: reading AFLW2000-3D .mat files needs scipy "
-                        "(pip install scipy, or lightmark[train])") from None
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=["pt3d_68", "Pose_Para"])
-    except Exception as e:  # scipy raises several types for broken .mat files
-        raise DataError(f"{path}: garbled or truncated .mat file ({type(e).__name__}: {e})") from None
-    if "pt3d_68" not in mat:
-        raise DataError(f"{path}: no 'pt3d_68' variable (is this an AFLW2000-3D label file?)")
-    p3 = np.asarray(mat["pt3d_68"], dtype=np.float64)
-    if p3.ndim != 2 or p3.shape[0] < 2 or p3.shape[1] != NUM_POINTS:
-        raise DataError(f"{path}: wrong number of points: pt3d_68 should be 3x68, got {p3.shape}")
-    # MATLAB 1-based -> 0-based pixel centres (see the module docstring).
-    pts = _check_points(p3[:2].T - 1.0, str(path))
-    meta: dict = {"source": "aflw2000", "label_path": str(path)}
-    if "Pose_Para" in mat:
-        pose = np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1)
-        if pose.size < 3 or not np.all(np.isfinite(pose[:3])):
-            raise DataError(f"{path}: Pose_Para should start with finite pitch, yaw, roll; got {pose[:3]}")
-        # Pose_Para = (pitch, yaw, roll) in radians, then translation and scale.
-        meta["pitch_deg"], meta["yaw_deg"], meta["roll_deg"] = (float(math.degrees(a)) for a in pose[:3])
-    return pts, meta
-
-
-# --------------------------------------------------------------------------------------------
-# 300W .pts
-
-
-def read_pts(path: PathLike) -> np.ndarray:
-    """A 300W ``.pts`` file (with or without its ``version``/``n_points``/``{ }`` header) ->
-    float32 (68, 2) 0-based pixel centres (the file is 1-based)."""
-    path = Path(path)
-    lines = [ln.strip() for ln in _read_text(path).splitlines()]
-    lines = [ln for ln in lines if ln]
-    if not lines:
-        raise DataError(f"{path}: empty label file")
-    if lines[0].lower().startswith("version"):
-        header, first = {}, None
-        for k, ln in enumerate(lines):
-            if ln == "{":
-                first = k + 1
-                break
-            key, _, value = ln.partition(":")
-            header[key.strip().lower()] = value.strip()
-        if first is None:
-            raise DataError(f"{path}: truncated or garbled .pts file: no '{{' after the header")
-        try:
-            n = int(header.get("n_points", ""))
-        except ValueError:
-            raise DataError(f"{path}: garbled .pts header: n_points is {header.get('n_points')!r}") from None
-        if n != NUM_POINTS:
-            raise DataError(f"{path}: wrong number of points: n_points is {n}, expected {NUM_POINTS}")
-        if "}" not in lines[first:]:
-            raise DataError(f"{path}: truncated .pts file: no closing '}}' "
-                            f"({len(lines) - first} point lines)")
-        end = lines.index("}", first)
-        body, start = lines[first:end], first + 1
-    else:
-        body, start = lines, 1
-    xy = _parse_xy_lines(body, path, start)
-    if len(xy) != NUM_POINTS:
-        raise DataError(f"{path}: wrong number of points: expected {NUM_POINTS}, got {len(xy)}")
-    return _check_points(xy - 1.0, str(path))  # 1-based -> 0-based
-
-
-# --------------------------------------------------------------------------------------------
-# label files with their image beside them (FaceSynthetics, AFLW2000-3D, 300W)
-
-
 def _facesynthetics_labels(path: Path) -> tuple[np.ndarray, dict]:
     pts, pupils = read_facesynthetics_labels(path)
     return pts, {"source": "facesynthetics", "pupils": pupils, "label_path": str(path)}
@@ -360,17 +233,6 @@ def _open_beside(kind: str, folder: Path, labels: Sequence[str], names: set[str]
 # --------------------------------------------------------------------------------------------
 # CSV keypoint tables
 
-_HEADER_WORDS = {"", "image", "name", "file", "filename", "path", "image_path", "img"}
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
 def _csv_image_folder(path: Path, names: list[str]) -> tuple[Path, set[str]]:
     """The sibling folder holding a table's images: the one (of a few candidates) with most of them.
 
@@ -394,79 +256,6 @@ def _csv_image_folder(path: Path, names: list[str]) -> tuple[Path, set[str]]:
         raise DataError(f"{path}: cannot find the images it names (first: {names[0]!r}); "
                         f"looked in {looked} beside it")
     return best[1], best[2]
-
-
-def read_keypoint_csv(path: PathLike) -> tuple[list[str], list[Any], bool]:
-    """Parse a keypoint table: (names, per row either float32 (68, 2) points or the
-    :class:`DataError` that row raises when used, whether it had a header row)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: garbled CSV (not UTF-8 text)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read CSV ({e.strerror or e})") from None
-    lines = [ln for ln in text.splitlines() if ln.strip(" ,\t")]
-    if not lines:
-        raise DataError(f"{path}: empty CSV table")
-    head = next(csv.reader([lines[0]]))
-    # A header row: first cell empty or a column word, or any non-numeric coordinate cell.
-    has_header = head[0].strip().lower() in _HEADER_WORDS or not all(_is_number(c) for c in head[1:])
-    if has_header:
-        if len(head) != 1 + 2 * NUM_POINTS:
-            raise DataError(f"{path}: not a 68-point keypoint table: header has {len(head)} columns, "
-                            f"expected name + {2 * NUM_POINTS} numbers")
-        lines = lines[1:]
-        if not lines:
-            raise DataError(f"{path}: CSV table has a header but no rows")
-    first_line = 2 if has_header else 1
-    table = _fast_table(lines) if '"' not in text else None
-    if table is None:  # quoted names or a broken row somewhere: parse row by row for exact errors
-        rows = list(csv.reader(lines))
-        names = [r[0].strip() for r in rows]
-        values: list[Any] = []
-        for k, r in enumerate(rows):
-            where = f"{path}: row {first_line + k} ({names[k]!r})"
-            if len(r) != 1 + 2 * NUM_POINTS:
-                values.append(DataError(f"{where}: wrong number of points: expected name + "
-                                        f"{2 * NUM_POINTS} numbers, got {len(r) - 1} (truncated?)"))
-                continue
-            try:
-                xy = np.array([float(c) for c in r[1:]], dtype=np.float64).reshape(NUM_POINTS, 2)
-            except ValueError:
-                values.append(DataError(f"{where}: garbled row: non-numeric coordinate"))
-                continue
-            try:
-                values.append(_check_points(xy, where))
-            except DataError as e:
-                values.append(e)
-        return names, values, has_header
-    names, arr = table
-    finite = np.isfinite(arr).all(axis=1)
-    pts = arr.astype(np.float32).reshape(len(arr), NUM_POINTS, 2)
-    values = [pts[k] if finite[k] else
-              DataError(f"{path}: row {first_line + k} ({names[k]!r}): non-finite (NaN or inf) coordinates")
-              for k in range(len(arr))]
-    return names, values, has_header
-
-
-def _fast_table(lines: list[str]) -> Optional[tuple[list[str], np.ndarray]]:
-    """Names and an (N, 136) array via numpy's C parser (12,000 rows in ~0.3 s instead of ~1 s);
-    None if any row is malformed, so the caller falls back to row-by-row parsing."""
-    import io
-
-    names, rest = [], []
-    for ln in lines:
-        name, _, r = ln.partition(",")
-        names.append(name.strip())
-        rest.append(r)
-    try:
-        arr = np.loadtxt(io.StringIO("\n".join(rest)), delimiter=",", dtype=np.float64, ndmin=2)
-    except ValueError:
-        return None
-    if arr.shape != (len(lines), 2 * NUM_POINTS):
-        return None
-    return names, arr
 
 
 def _open_csv(tables: Sequence[Path], source: str, skip_bad: bool, limit: Optional[int],
@@ -571,7 +360,7 @@ def _open_file(p: Path, kind: Optional[str], skip_bad: bool, limit: Optional[int
                seed: int) -> LandmarkDataset:
     low = p.name.lower()
     folder = p.parent
-    if low.endswith(IMAGE_EXTENSIONS):
+    if low.endswith(IMAGE_SUFFIXES):
         # An image: use the label file beside it.
         names = _listdir(folder)
         for label, k in ((p.stem + "_ldmks.txt", "facesynthetics"), (p.stem + ".mat", "aflw2000"),

@@ -22,6 +22,7 @@ from lightmark.core import files
 from lightmark.synth import appearance, camera, ict
 from lightmark.synth.raster import interpolate, rasterize, vertex_normals
 from lightmark.core.errors import SynthError
+from lightmark.core.paths import data_root
 
 MIN_SIZE = 64
 MAX_SIZE = 2048
@@ -293,7 +294,7 @@ def write_sample(out_dir: Path, name: str, image: np.ndarray, points3d: np.ndarr
 
 def default_background_dir() -> Optional[str]:
     """HELEN train (never AFW: it is the validation set) from the shared data, if present."""
-    p = Path(__file__).resolve().parents[4] / "shared" / "data" / "300w" / "helen_trainset"
+    p = data_root() / "300w" / "helen_trainset"
     return str(p) if p.is_dir() else None
 
 

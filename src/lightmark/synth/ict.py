@@ -17,6 +17,7 @@ import numpy as np
 
 from lightmark.synth.raster import quads_to_triangles
 from lightmark.core.errors import FaceModelError
+from lightmark.core.paths import shared_models_root
 
 ENV_VAR = "LIGHTMARK_ICT_MODEL"
 
@@ -62,7 +63,7 @@ def default_model_path() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[4] / "shared" / "models" / "ict_face_model" / "ict_face_model.npz"
+    return shared_models_root() / "ict_face_model" / "ict_face_model.npz"
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""The seed's experiment table, reproduced on the data at hand.
+"""The original write-up's experiment table, reproduced on the data at hand.
 
-The seed trained on FaceSynthetics and reported four rows: 10k samples without augmentation, all
+The original write-up trained on FaceSynthetics and reported four rows: 10k samples without augmentation, all
 (100k) samples without augmentation, grayscale only, and all augmentations (colour jitter, random
-erasing, grayscale). Here every row trains the seed recipe (``configs/seed.yaml``) for ``--epochs``
+erasing, grayscale). Here every row trains that recipe (``configs/baseline.yaml``) for ``--epochs``
 epochs (learning-rate milestones scaled from 25 epochs), then evaluates on each evaluation folder
 with ground-truth boxes. "10k of 100k" becomes "10% of the training folder".
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightmark.core.config import AugmentConfig, Config, DataSource, load_config
+from lightmark.core.paths import data_root
 
 #: (row name, fraction of the training data, augmentation that the row keeps from the recipe)
 ROWS = (
@@ -27,7 +28,7 @@ ROWS = (
 
 def row_config(base: Config, fraction: float, augmentation: str, n_train: int, epochs: int,
                out_dir: Path, data: list[str]) -> Config:
-    """The seed recipe for one row of the table."""
+    """The original write-up's recipe for one row of the table."""
     if augmentation == "none":
         aug = AugmentConfig()
     elif augmentation == "grayscale":
@@ -41,7 +42,7 @@ def row_config(base: Config, fraction: float, augmentation: str, n_train: int, e
                                train_data=[DataSource(path=p, limit=limit) for p in data])
 
 
-def seed_table(base: Config, data: list[str], eval_data: list[str], epochs: int,
+def baseline_table(base: Config, data: list[str], eval_data: list[str], epochs: int,
                out: Path, log: Any = print) -> list[dict]:
     """Train and evaluate the four rows; returns one dict per row."""
     from lightmark.data.readers import open_dataset
@@ -82,17 +83,17 @@ def format_table(rows: list[dict], eval_names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def seed_table_main(args: argparse.Namespace) -> int:
+def baseline_table_main(args: argparse.Namespace) -> int:
     from lightmark.core.files import write_text
     from lightmark.core.config import apply_overrides
 
     base = apply_overrides(load_config(args.config), args.overrides)
     data = [args.data] if args.data else [s.path for s in base.train_data]
-    eval_data: list[str] = args.eval_data or [p for p in (base.val_data, "../shared/data/300w/afw")
+    eval_data: list[str] = args.eval_data or [p for p in (base.val_data, str(data_root() / "300w" / "afw"))
                                               if p and Path(p).exists()]
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
-    rows = seed_table(base, data, eval_data, args.epochs, Path(args.out))
+    rows = baseline_table(base, data, eval_data, args.epochs, Path(args.out))
     names = [Path(p).name for p in eval_data]
     table = format_table(rows, names)
     print(table)

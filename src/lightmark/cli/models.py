@@ -1,0 +1,102 @@
+"""`lightmark info | train | export | evaluate | fit-box-mapping`: the model's life cycle."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from lightmark.cli.common import print_json
+from lightmark.core.errors import CliError
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from lightmark.core.config import ModelConfig, load_config, model_config_from_dict
+
+    if args.model:
+        from lightmark.core.modelfile import model_paths, read_meta
+
+        meta = read_meta(model_paths(args.model).json)
+        cfg = model_config_from_dict(meta["model"])
+    elif args.config:
+        cfg = load_config(args.config).model
+    else:
+        cfg = ModelConfig()
+    try:
+        from lightmark.models import model_info
+    except ImportError as e:  # torch missing: the torch-free install can still read a model's JSON
+        raise CliError(f"`lightmark info` needs torch to count parameters ({e}); "
+                       "install lightmark[train]") from None
+    info = model_info(cfg)
+    info["config"] = cfg.__dict__
+    if args.json:
+        print_json(info, None)
+    else:
+        print(f"model: {cfg.backbone} x{cfg.width}, head {cfg.head} ({cfg.head_block} block, {cfg.head_channels} ch, "
+              f"{cfg.heatmap_size}x{cfg.heatmap_size}), input {cfg.input_size}x{cfg.input_size}")
+        print(f"parameters: {info['params']:,} (backbone {info['params_backbone']:,}, "
+              f"head {info['params_head']:,})")
+        print(f"float32 size: {info['float32_mb']:.2f} MB")
+        print(f"multiply-adds: {info['macs'] / 1e6:.1f} M at {cfg.input_size}x{cfg.input_size}")
+        print(f"output: {tuple(info['output_shape'])}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lightmark.training.loop import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lightmark.export import export_onnx
+
+    out = export_onnx(args.model, args.out, opset=args.opset)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _predictor(model: Optional[str], backend: str, threads: int) -> Any:
+    from lightmark.api import Landmarker
+
+    return Landmarker(model=model, backend=backend, threads=threads).predictor
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lightmark.evaluate import evaluate, write_report
+
+    predictor = _predictor(args.model, args.backend, args.threads)
+    detector = None
+    if args.boxes == "detector":
+        from lightmark.runtime.detector import FaceDetector
+
+        detector = FaceDetector(threads=args.threads)
+    report = evaluate(predictor, args.data, split=args.split, box_source=args.boxes,
+                      detector=detector, seed=args.seed, progress=not args.quiet)
+    s = report["summary"]
+    line = (f"{args.data} [{args.split}, {args.boxes} boxes] n={s['n']}: "
+            f"NME_box {s['nme_box']:.2f}%  NME_io {s['nme_io']:.2f}%  "
+            f"FR@8 {s['fr_8_io']:.1f}%  AUC@8 {s['auc_8_io']:.3f}")
+    if s.get("n_missed"):
+        line += f"  missed {s['n_missed']}"
+    print(line)
+    yaw = [k for k in s if k.startswith("nme_box_yaw")]
+    if yaw:
+        print("  yaw bins (NME_box %): " + ", ".join(f"{k[12:]}: {s[k]:.2f}" for k in yaw))
+    if args.json or args.plot:
+        json_path = args.json or str(Path(args.plot).with_suffix(".json"))
+        written = write_report(report, json_path, plot_path=args.plot)
+        print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def cmd_fit_box_mapping(args: argparse.Namespace) -> int:
+    from lightmark.core.boxmap import DEFAULT_MAPPING
+    from lightmark.training.box_mapping import fit_box_mapping, write_box_mapping
+
+    mapping = fit_box_mapping(args.datasets, args.limit, seed=args.seed)
+    if args.note:
+        mapping["note"] = args.note
+    write_box_mapping(mapping, args.out or DEFAULT_MAPPING)
+    print(json.dumps(mapping, indent=2))
+    return 0

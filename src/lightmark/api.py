@@ -3,17 +3,19 @@
     from lightmark import Landmarker
     lm = Landmarker()                  # the bundled model (ONNX, no torch); Landmarker(model=PATH)
     pts = lm.predict(image, box)       # (68, 2) float32, 0-based pixels of the original image
+    pts = lm.predict_batch(image, boxes)  # (N, 68, 2): many boxes on ONE image, one model batch
     faces = lm.predict_all(image)      # detect, then landmarks for every face
+    faces = lm.predict_many(images)    # predict_all over MANY images, their faces in one batch
 
 Boxes. ``predict(image, box)`` takes a *face box* of the detector kind by default
 (``box_kind="face"``): any detector's x1, y1, x2, y2 around a face works, and the bundled detector's
-fitted mapping (``runtime/detector.py``) turns it into the crop the model was trained on. Pass
+fitted :class:`~lightmark.core.boxmap.BoxMapping` turns it into the crop the model was trained on. Pass
 ``box_kind="landmarks"`` when the box is the tight box around the 68 points (e.g. evaluation with
 ground-truth boxes). With ``refine=True`` (default) the first prediction's own landmark box gives a
 second, better-centred crop and the model runs once more, at twice the model cost (the detector
-runs once either way). The detector mapping puts the crop centre within 3.4% (median; 90%: 7.4%) of
-the ideal crop side on held-out AFW, and its side within 0.86-1.11x (10-90%); refinement removes
-most of that spread when the model is good. Faces whose first answer is implausibly small or large
+runs once either way): the mapped detector box is right on average but spreads from face to face
+(measured in ``docs/ABLATIONS.md``), and the refined crop removes most of that spread when the model
+is good. Faces whose first answer is implausibly small or large
 (see ``REFINE_SIDE_RANGE``) keep their first answer. ``box_kind="landmarks"`` boxes already give
 the training crop and are never refined, so evaluation on ground-truth boxes is a single pass.
 
@@ -41,7 +43,7 @@ DEFAULT_MODEL = ASSET_DIR / "model" / "lightmark.onnx"
 BACKENDS = ("auto", "onnx", "torch")
 BOX_KINDS = ("face", "landmarks")
 #: Refinement is skipped for a face when its predicted landmark crop is this far (ratio) from the
-#: first crop: on the fitted detector mapping the 10-90% range of that ratio is about 0.86-1.11.
+#: first crop: well outside the face-to-face spread of the fitted detector mapping.
 REFINE_SIDE_RANGE = (0.7, 1.4)
 
 

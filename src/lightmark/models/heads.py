@@ -144,11 +144,6 @@ class HeatmapHead(MapHead):
         return self.to_heatmap_size(self.out(self.conv(self.attention(self.deconv(x)))))
 
 
-class IntegralHead(HeatmapHead):
-    """The heatmap head's layers producing logits; points come from :func:`soft_argmax`
-    (integral regression, Sun et al. 2018), trained with a loss on coordinates."""
-
-
 def separable_block(in_ch: int, out_ch: int) -> nn.Sequential:
     """Depthwise 3x3 (BN) then pointwise 1x1 (BN+ReLU): a 3x3 conv's reach at a fraction of its cost."""
     return nn.Sequential(

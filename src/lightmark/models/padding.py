@@ -141,7 +141,7 @@ def pad_head_input(head: nn.Module, in_map: ChannelMap) -> bool:
         return True
     layers = list(getattr(head, "deconv", []))
     if isinstance(head, HeatmapHead) and layers and isinstance(layers[0], nn.ConvTranspose2d):
-        t = layers[0]  # HeatmapHead and IntegralHead with at least one transposed conv
+        t = layers[0]  # a HeatmapHead (heatmap or integral head) with at least one transposed conv
         new = nn.ConvTranspose2d(len(in_map), t.out_channels, t.kernel_size, t.stride, t.padding,
                                  t.output_padding, bias=t.bias is not None).to(t.weight.device)
         new.weight.data.copy_(_take(t.weight, in_map, 0))  # (in, out, k, k)

@@ -1,6 +1,9 @@
 """3D face profiling of real photos (300W-LP style): fit the ICT model to a face's 68 landmarks,
 turn the head in yaw, render it back textured from the photo, and warp the background around it.
 
+(Over 400 lines on purpose: fit, render and the folder driver share the FitResult and the
+model's arrays, and each step is read top to bottom in the order it runs.)
+
 Fitting. A weak-perspective camera (scale, rotation, 2D shift) and the model's first identity
 components and a few expressions are fitted by alternating (a) a Gauss-Newton pose fit and (b) a
 bounded, ridge-regularised linear least squares for the shape. Real 300W-style labels put the jaw

@@ -111,12 +111,12 @@ def test_bundled_mapping_loads_and_is_plausible():
     assert all("afw" not in k.lower() for k in m.info["fitted_on"]["data"]), "AFW is the validation set"
     # A detector box is taller than the landmark box and sits higher: the crop is a bit smaller
     # than 1.25 x the detector box and its centre moves down.
-    assert 0.8 < m.crop_scale < 1.2
+    assert 0.8 < 1.25 * m.side_ratio < 1.2
     assert abs(m.crop_shift[0]) < 0.05 and 0.05 < m.crop_shift[1] < 0.25
     d = FaceDetector(box_mapping=DEFAULT_MAPPING)
-    assert d.box_mapping == m and d.crop_shift == m.crop_shift
-    assert d.crop_scale == pytest.approx(1.25 * d.side_ratio, rel=1e-9)
-    assert m.crop_for(1.25) == (pytest.approx(m.crop_scale), m.crop_shift)
+    assert d.box_mapping == m
+    assert m.crop_for(1.25) == (pytest.approx(1.25 * m.side_ratio), m.crop_shift)
+    assert m.crop_for(1.5)[0] == pytest.approx(1.5 * m.side_ratio)
 
 
 def test_mapping_turns_detections_into_landmark_crops(detector):
@@ -129,7 +129,7 @@ def test_mapping_turns_detections_into_landmark_crops(detector):
         lm = geometry.landmark_box(pts)
         d = dets[int(np.argmax(box_iou(lm, dets[:, :4])[0]))]
         c_lm, s_lm = geometry.square_from_box(lm, geometry.LANDMARK_CROP_SCALE)
-        for name, scale, shift in (("fitted", detector.crop_scale, detector.crop_shift),
+        for name, scale, shift in (("fitted", *detector.box_mapping.crop_for(1.25)),
                                    ("raw", geometry.LANDMARK_CROP_SCALE, (0.0, 0.0))):
             c, s = geometry.square_from_box(d[:4], scale, shift)
             errs[name].append((np.hypot(*(c - c_lm)) / s_lm, abs(np.log(s / s_lm))))
@@ -158,7 +158,7 @@ def test_bad_mapping_and_model_files(tmp_path):
     with pytest.raises(BoxMappingError, match="box_mapping=.*crop_shift two finite numbers"):
         FaceDetector(box_mapping={"crop_scale": 1.0, "crop_shift": [0.0, float("nan")]})
     d = FaceDetector(box_mapping={"crop_scale": 1.0, "crop_shift": [0.0, 0.1]})
-    assert d.crop_shift == (0.0, 0.1) and d.side_ratio == pytest.approx(1.0 / 1.25)
+    assert d.box_mapping.crop_shift == (0.0, 0.1) and d.box_mapping.side_ratio == pytest.approx(1.0 / 1.25)
     with pytest.raises(DetectorError, match="missing.onnx: no such face detector file"):
         FaceDetector(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"

@@ -144,7 +144,7 @@ def test_detector_boxes_and_misses(tmp_path: Path) -> None:
     det = FakeDetector(ds, miss={1}, decoy={3})
     pts = [r.points for r in ds.records]
     # The test's own expectation of the crop: detector box, scale crop_scale * 1.3 / 1.25.
-    mats = [geometry.crop_matrix_from_box(det.boxes[i], S, det.box_mapping.crop_scale * 1.3 / 1.25)
+    mats = [geometry.crop_matrix_from_box(det.boxes[i], S, det.box_mapping.side_ratio * 1.3)
             for i in (0, 2, 4)]
     pred = ScriptedPredictor([pts[i] for i in (0, 2, 4)], mats, crop_scale=1.3)
     rep = evaluate(pred, ds, box_source="detector", detector=det, progress=False)
@@ -157,7 +157,7 @@ def test_detector_boxes_and_misses(tmp_path: Path) -> None:
     assert missed == [False, True, False, True, False]
     assert rep["per_image"][1]["nme_box"] is None and rep["per_image"][3]["detection"] is None
     assert rep["per_image"][0]["detection"][4] == pytest.approx(0.9)
-    assert rep["detector"]["crop_scale"] == pytest.approx(det.box_mapping.crop_scale * 1.3 / 1.25)
+    assert rep["detector"]["crop_scale"] == pytest.approx(det.box_mapping.side_ratio * 1.3)
 
     paths = write_report(rep, tmp_path / "rep.json", plot_path=tmp_path / "ced.png")
     data = json.loads((tmp_path / "rep.json").read_text())  # strict JSON: no NaN/Infinity

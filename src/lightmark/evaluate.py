@@ -10,7 +10,7 @@ Face boxes (``box_source``):
   crop). This isolates the landmark model from the detector.
 * ``"detector"``: ``detector.detect(image)`` gives ``(N, 5)`` x1, y1, x2, y2, score; the detection
   overlapping the ground-truth landmark box most (IoU >= ``min_iou``) is the face. Its crop uses
-  ``detector.crop_shift`` and ``detector.side_ratio * predictor.crop_scale``: the detector's
+  ``detector.box_mapping.crop_for(predictor.crop_scale)``: the detector's
   mapping gives the 1.25x landmark crop, rescaled for models trained at another crop scale.
   **A miss** (no detection, or none with IoU >= ``min_iou``) gets no prediction: its NME is
   infinite, so it is a failure at every threshold and adds 0 to the AUC; it is left out of the mean

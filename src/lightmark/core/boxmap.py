@@ -34,11 +34,6 @@ class BoxMapping:
     crop_shift: tuple[float, float]
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    @property
-    def crop_scale(self) -> float:
-        """Crop side / detector-box side for the 1.25x landmark crop of the bundled models."""
-        return LANDMARK_CROP_SCALE * self.side_ratio
-
     def crop_for(self, model_crop_scale: float) -> tuple[float, tuple[float, float]]:
         """``(scale, shift)`` for ``crop_matrix_from_box`` from a detector box, for a model trained
         on crops of ``model_crop_scale`` x the landmark box."""
@@ -46,15 +41,15 @@ class BoxMapping:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (the file format of ``box_mapping.json``)."""
-        return {**self.info, "crop_scale": round(self.crop_scale, 5),
-                "crop_shift": [self.crop_shift[0], self.crop_shift[1]], "side_ratio": self.side_ratio,
-                "landmark_crop_scale": LANDMARK_CROP_SCALE}
+        return {**self.info, "crop_shift": [self.crop_shift[0], self.crop_shift[1]],
+                "side_ratio": self.side_ratio}
 
 
 def box_mapping_from_dict(data: Any, where: str = "box mapping") -> BoxMapping:
     """A :class:`BoxMapping` from its JSON form; :class:`BoxMappingError` naming ``where``.
 
-    Older files hold only ``crop_scale`` (1.25 x the side ratio); ``side_ratio`` wins when present.
+    Older files hold only ``crop_scale`` (the crop side over the detector-box side for the 1.25x
+    landmark crop, i.e. 1.25 x the side ratio); ``side_ratio`` wins when present.
     """
     if isinstance(data, BoxMapping):
         return data

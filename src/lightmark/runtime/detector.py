@@ -69,8 +69,7 @@ class FaceDetector:
     crop mapping relies on.
 
     ``box_mapping``: the fitted :class:`~lightmark.core.boxmap.BoxMapping` for its boxes
-    (``box_mapping.crop_for(model_crop_scale)`` gives a model's training crop);
-    ``crop_scale``, ``crop_shift`` and ``side_ratio`` read from it.
+    (``box_mapping.crop_for(model_crop_scale)`` gives a model's training crop).
     """
 
     def __init__(self, model_path: Optional[PathLike] = None, score_threshold: float = 0.7,
@@ -106,17 +105,6 @@ class FaceDetector:
             mapping = load_box_mapping(box_mapping if box_mapping is not None else DEFAULT_MAPPING)
         self.box_mapping: BoxMapping = mapping
 
-    @property
-    def crop_scale(self) -> float:
-        return self.box_mapping.crop_scale
-
-    @property
-    def crop_shift(self) -> tuple[float, float]:
-        return self.box_mapping.crop_shift
-
-    @property
-    def side_ratio(self) -> float:
-        return self.box_mapping.side_ratio
 
     def canvas_size(self, image: np.ndarray) -> tuple[int, int]:
         """(width, height) of the image padded right/bottom to the detector's aspect ratio.

@@ -95,7 +95,7 @@ def visible(points_hm: np.ndarray, size: SizeLike) -> np.ndarray:
 
 
 def decode_argmax(hm: np.ndarray) -> np.ndarray:
-    """``(B, K, 2)`` float32 (x, y): the cell of each map's maximum (the seed's decoder)."""
+    """``(B, K, 2)`` float32 (x, y): the cell of each map's maximum (the original write-up's decoder)."""
     a = _check_maps(hm, "decode_argmax")
     b, k, h, w = a.shape
     idx = a.reshape(b, k, h * w).argmax(axis=-1)

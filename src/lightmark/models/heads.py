@@ -3,7 +3,7 @@
 Every head is built as ``Head(in_channels, cfg)`` from a :class:`~lightmark.config.ModelConfig` and
 returns what the architecture contract says for its ``cfg.head``:
 
-* ``heatmap``    -> ``(B, K, h, w)`` heatmaps (trained against Gaussian targets, seed style);
+* ``heatmap``    -> ``(B, K, h, w)`` heatmaps (trained against Gaussian targets, as in the original write-up);
 * ``integral``   -> ``(B, K, h, w)`` logits, turned into points by :func:`soft_argmax`;
 * ``regression`` -> ``(B, K, 2)`` points in crop pixels.
 
@@ -117,7 +117,7 @@ class MapHead(nn.Module):
 
 
 class HeatmapHead(MapHead):
-    """Seed-style head: transposed convs (BN+ReLU) -> attention -> 3x3 conv (BN+ReLU) -> 1x1 conv."""
+    """The original write-up's head: transposed convs (BN+ReLU) -> attention -> 3x3 conv (BN+ReLU) -> 1x1 conv."""
 
     def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
         super().__init__(cfg)

@@ -1,4 +1,4 @@
-"""Training augmentation: the seed's colour pipeline and the geometric one it had to skip.
+"""Training augmentation: the original write-up's colour pipeline and the geometric one it had to skip.
 
 Geometry is never done on pixels here. A random rotation, scale, shift and mirror only perturb the
 arguments of :func:`lightmark.geometry.crop_matrix`; the same matrix then moves the pixels (one
@@ -7,8 +7,8 @@ crop also relabels the points with :data:`lightmark.geometry.FLIP_PERMUTATION`.
 
 Colour uses albumentations (a well-kept library) on the final crop:
 
-* colour jitter: brightness and saturation factors drawn uniformly in [0.5, 1.5] (the seed's
-  "0.5–1.5"). A hue *factor* has no standard meaning; we read the seed's hue factor f in
+* colour jitter: brightness and saturation factors drawn uniformly in [0.5, 1.5] (the original write-up's
+  "0.5–1.5"). A hue *factor* has no standard meaning; we read the original write-up's hue factor f in
   [0.5, 1.5] as a hue rotation of (f − 1) turns, i.e. up to ±0.5 of the colour wheel, which is what
   ``ColorJitter(hue=0.5)`` in torchvision and albumentations does. Contrast is left at 1.
 * grayscale with probability p (three equal channels, so the network input shape is unchanged);
@@ -64,7 +64,7 @@ def apply_crop(image: np.ndarray, points: np.ndarray, params: CropParams,
 
 
 class ColorAugment:
-    """The seed's photometric pipeline on uint8 RGB crops; a no-op when all probabilities are 0."""
+    """The original write-up's photometric pipeline on uint8 RGB crops; a no-op when all probabilities are 0."""
 
     def __init__(self, cfg: AugmentConfig, seed: Optional[int] = None):
         import albumentations as A  # training-only dependency

@@ -44,7 +44,7 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 
 
 def lr_at(cfg: Config, epoch: int, step_in_run: int, total_steps: int) -> float:
-    """Learning rate: the seed's step decay per epoch, or cosine per step; optional linear warm-up."""
+    """Learning rate: the original write-up's step decay per epoch, or cosine per step; optional linear warm-up."""
     t = cfg.train
     if t.schedule == "step":
         lr = t.lr * t.gamma ** sum(epoch >= m for m in t.milestones)

@@ -17,7 +17,7 @@ def output_points(head: str, output: torch.Tensor, input_size: int) -> torch.Ten
 
 
 def compute_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE on heatmaps (the seed) or L1/MSE on coordinates normalised by the input size."""
+    """MSE on heatmaps (the original write-up's) or L1/MSE on coordinates normalised by the input size."""
     head, s = cfg.model.head, cfg.model.input_size
     if head == "heatmap":
         if cfg.train.loss != "mse":

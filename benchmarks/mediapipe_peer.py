@@ -110,6 +110,7 @@ class MediapipePeer:
         # Video mode with one face: once it holds a face, the next call crops from the previous
         # landmarks and skips the detector, so timing it on a repeated photo gives the mesh alone.
         self.tracker = MediapipeMesh(max_faces=1, static=False)
+        self._blank = np.zeros((64, 64, 3), np.uint8)
         self.version = self.mesh.version
         self._box = geometry.landmark_box
 
@@ -123,7 +124,14 @@ class MediapipePeer:
         return None if j is None else faces[j]
 
     def track(self, image: np.ndarray) -> list[np.ndarray]:
+        """68 points from the tracker: after :meth:`prime` on the same photo, the mesh alone."""
         return [self.map(m) for m in self.tracker(image)]
+
+    def prime(self, image: np.ndarray) -> None:
+        """Make the tracker hold this photo's face: a blank frame drops whatever it tracked (else
+        it would crop the new photo where the last face was), then one detector + mesh pass."""
+        self.tracker(self._blank)
+        self.tracker(image)
 
     def methods(self) -> list[Method]:
         return [Method("mediapipe/mesh", f"mediapipe {self.version} face mesh, 468 -> 68 map (fit on HELEN train)",

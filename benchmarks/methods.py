@@ -8,12 +8,17 @@ all on the same images.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from common import match
+from common import BenchmarkError, match
 
 Points = Optional[np.ndarray]
 
@@ -28,11 +33,86 @@ class Method:
     run: Callable[[np.ndarray, np.ndarray], Points]
 
 
+def copy_model(model: Path, dest: Path, tries: int = 20) -> tuple[Path, dict]:
+    """Copy NAME.safetensors + NAME.json to ``dest`` (the source may be rewritten by a training run:
+    retry until the copied weights match the copied JSON's checksum). Returns (weights, meta)."""
+    from lightmark.core.files import sha256
+    from lightmark.core.modelfile import model_paths
+
+    paths = model_paths(model)
+    for p in (paths.safetensors, paths.json):
+        if not p.is_file():
+            raise BenchmarkError(f"{p}: no such file (a lightmark model is NAME.safetensors + NAME.json)")
+    dest.mkdir(parents=True, exist_ok=True)
+    out_w, out_j = dest / paths.safetensors.name, dest / paths.json.name
+    for _ in range(tries):
+        shutil.copyfile(paths.json, out_j)
+        shutil.copyfile(paths.safetensors, out_w)
+        meta = json.loads(out_j.read_text())
+        if meta.get("sha256") == sha256(out_w):
+            return out_w, meta
+        time.sleep(1.0)  # caught between the weights and the JSON being rewritten
+    raise BenchmarkError(f"{paths.safetensors}: weights never matched the sha256 in {paths.json.name} "
+                         f"after {tries} tries")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The lightmark model measured: given path, the copy used, its JSON, its ONNX export."""
+
+    source: Path
+    weights: Path
+    meta: dict
+    onnx: Path
+    onnx_source: str
+
+
 class LightmarkPeer:
     """lightmark on the torch and onnxruntime backends, sharing one RFB-320 detector."""
 
-    def __init__(self, lm_torch: Any, lm_onnx: Any) -> None:
-        self.torch, self.onnx = lm_torch, lm_onnx
+    def __init__(self, lm_torch: Any, lm_onnx: Any, files: ModelFiles) -> None:
+        self.torch, self.onnx, self.files = lm_torch, lm_onnx, files
+
+    @classmethod
+    def load(cls, model: Path, onnx: Optional[Path], tmp: Path, show: bool) -> "LightmarkPeer":
+        """Both backends of ``model`` (copied to ``tmp`` first); ``onnx`` its export, else exported
+        here into ``tmp``."""
+        from lightmark import Landmarker
+        from lightmark.runtime.detector import FaceDetector
+
+        weights, meta = copy_model(model, tmp / "torch")
+        if onnx is not None:
+            if not onnx.is_file():
+                raise BenchmarkError(f"{onnx}: no such ONNX file")
+            onnx_path, source = onnx, "given with --onnx"
+        else:
+            from lightmark.export import export_onnx
+
+            if show:
+                print("exporting ONNX", file=sys.stderr)
+            onnx_path = Path(export_onnx(weights, tmp / "onnx" / weights.with_suffix(".onnx").name))
+            source = "exported by this run with lightmark.export.export_onnx"
+        detector = FaceDetector(threads=1)
+        return cls(Landmarker(weights, backend="torch", threads=1, detector=detector),
+                   Landmarker(onnx_path, backend="onnx", threads=1, detector=detector),
+                   ModelFiles(model, weights, meta, onnx_path, source))
+
+    def info(self) -> dict[str, Any]:
+        """The model measured: where from, checksums, architecture and cost."""
+        from lightmark.core.files import sha256
+        from lightmark.models import model_info
+
+        f = self.files
+        m, onnx_sha = f.meta["model"], sha256(f.onnx)
+        onnx_meta = json.loads(f.onnx.with_suffix(".json").read_text())
+        cost = model_info(m, self.torch.predictor.model)
+        return {"source": str(f.source), "name": f.meta.get("name"), "epoch": f.meta.get("epoch"),
+                "sha256": sha256(f.weights), "onnx_sha256": onnx_sha, "onnx_source": f.onnx_source,
+                "input_size": m.get("input_size"), "head": m.get("head"),
+                "head_block": m.get("head_block", "deconv"), "backbone": m.get("backbone"),
+                "width": m.get("width"), "crop_scale": f.meta.get("crop_scale"),
+                "json_onnx_sha256_matches": onnx_meta.get("onnx_sha256") == onnx_sha,
+                "params": cost["params"], "macs": cost["macs"], "float32_mb": cost["float32_mb"]}
 
     @staticmethod
     def detector_face(lm: Any, image: np.ndarray, lm_box: np.ndarray) -> Points:

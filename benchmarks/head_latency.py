@@ -7,13 +7,11 @@ costs on a CPU, measured in one run. Weights do not change the speed, so no trai
 """
 from __future__ import annotations
 
-import argparse
-import io
-import os
-import time
-import warnings
+import timing  # noqa: F401  (first: one thread in the numeric libraries, before they load)
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import argparse  # noqa: E402
+import io  # noqa: E402
+import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
@@ -41,8 +39,8 @@ CANDIDATES = {
 
 
 def latency_ms(cfg: ModelConfig, repeats: int, padded: bool) -> float:
-    """Median onnxruntime time of one forward pass; ``padded``: the copy export ships, with widths
-    rounded up to 16 by zero channels (``lightmark.models.padding``)."""
+    """Median onnxruntime time (ms) of one forward pass; ``padded``: the copy export ships, with
+    widths rounded up to 16 by zero channels (``lightmark.models.padding``)."""
     model = build_model(cfg).eval()
     if padded:
         model = pad_channels(model, 16)
@@ -56,22 +54,16 @@ def latency_ms(cfg: ModelConfig, repeats: int, padded: bool) -> float:
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
     sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((1, 3, s, s), dtype=np.float32)
-    for _ in range(50):
-        sess.run(None, {"input": x})
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {"input": x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return timing.repeat(lambda: sess.run(None, {"input": x}), repeats, warmup=50)["median_ms"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=400)
     args = ap.parse_args()
+    timing.pin_library_threads()
     torch.manual_seed(0)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)")
+    meter = timing.LoadMeter()
     print("| architecture | median ms, widths as trained | median ms, widths padded to 16 (exported) "
           "| M multiply-adds | M parameters |")
     print("|---|---:|---:|---:|---:|")
@@ -82,7 +74,10 @@ def main() -> None:
         model = build_model(cfg)
         print(f"| {name} | {ms:.2f} | {ms_pad:.2f} | {count_macs(model, cfg.input_size) / 1e6:.1f} | "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} |", flush=True)
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    ld = meter.read()
+    print(f"\nload: other processes used on average {ld.get('other_processes_cores_mean', float('nan')):.2f} "
+          f"of the {ld['cpus']} CPUs (load average {ld['loadavg_start'][0]} at start, "
+          f"{ld['loadavg_end'][0]} at end); {ld['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

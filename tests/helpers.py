@@ -1,5 +1,7 @@
 """Helpers shared by the test files (importable as ``helpers``: tests/conftest.py puts tests/ on
-sys.path). Nothing heavy on import: torch and onnx are imported by the helpers that need them."""
+sys.path): tiny model configs and weights, tiny ONNX models, where the shared data is, and a tiny
+labelled data set made from the package's own files. Nothing heavy on import: torch, onnx and
+onnxruntime are imported by the helpers that need them."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+import lightmark
 from lightmark.core.config import ModelConfig
 from lightmark.core.files import sha256
 
@@ -98,23 +101,19 @@ def write_tiny_model(folder: Path, name: str = "tiny", batch: int | str = "N", h
 # shared data (../shared/data, or $LIGHTMARK_DATA): where it is, without skipping
 
 def shared_path(sub: str = "") -> Path:
-    """``sub`` inside the shared data folder (:func:`lightmark.core.paths.data_root`). Does not
-    check that it exists: tests get paths through the ``shared_data`` fixture, which skips."""
+    """``sub`` inside the shared data folder (:func:`lightmark.core.paths.data_root`), without
+    checking that it exists (for a module-level constant). Tests get their paths through the
+    ``shared_data`` fixture of conftest.py, which skips the test when the path is missing."""
     from lightmark.core.paths import data_root
 
     return data_root() / sub
 
 
-def has_shared(sub: str) -> bool:
-    """Whether ``sub`` exists in the shared data folder (for the rare import-time decision)."""
-    return shared_path(sub).exists()
-
-
 # ---------------------------------------------------------------------------------------------
 # a tiny 300W-style data set made from what ships in the package
 
-#: The bundled example photo: three rendered faces side by side (960 x 320).
-EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "src" / "lightmark" / "assets" / "example.jpg"
+#: The bundled example photo (in the package, installed or not): three rendered faces, 960 x 320.
+EXAMPLE_PHOTO = Path(lightmark.__file__).resolve().parent / "assets" / "example.jpg"
 
 #: One image per (variant, face): (crop side as a multiple of the landmark box's larger side,
 #: angle in degrees, mirrored, centre shift as a fraction of that side, width, height). The images

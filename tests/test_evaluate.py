@@ -1,4 +1,4 @@
-"""evaluate(): fake predictors and detectors with known answers on a few shared images."""
+"""evaluate(): fake predictors and detectors with known answers on a few labelled images."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,7 @@
 """Helpers shared by the test files (importable as ``helpers``: tests/conftest.py puts tests/ on
-sys.path). Nothing heavy on import: torch and onnx are imported by the helpers that need them."""
+sys.path): tiny model configs and weights, tiny ONNX models, where the shared data is, and a tiny
+labelled data set made from the package's own files. Nothing heavy on import: torch, onnx and
+onnxruntime are imported by the helpers that need them."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+import lightmark
 from lightmark.core.config import ModelConfig
 from lightmark.core.files import sha256
 
@@ -92,3 +95,83 @@ def write_tiny_model(folder: Path, name: str = "tiny", batch: int | str = "N", h
     meta.update(meta_extra or {})
     path.with_suffix(".json").write_text(json.dumps(meta))
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# shared data (../shared/data, or $LIGHTMARK_DATA): where it is, without skipping
+
+def shared_path(sub: str = "") -> Path:
+    """``sub`` inside the shared data folder (:func:`lightmark.core.paths.data_root`), without
+    checking that it exists (for a module-level constant). Tests get their paths through the
+    ``shared_data`` fixture of conftest.py, which skips the test when the path is missing."""
+    from lightmark.core.paths import data_root
+
+    return data_root() / sub
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny 300W-style data set made from what ships in the package
+
+#: The bundled example photo (in the package, installed or not): three rendered faces, 960 x 320.
+EXAMPLE_PHOTO = Path(lightmark.__file__).resolve().parent / "assets" / "example.jpg"
+
+#: One image per (variant, face): (crop side as a multiple of the landmark box's larger side,
+#: angle in degrees, mirrored, centre shift as a fraction of that side, width, height). The images
+#: are not square (the EXIF test in test_cli tells portrait from landscape).
+TINY_VARIANTS: list[tuple[float, float, bool, tuple[float, float], int, int]] = [
+    (1.9, 0.0, False, (0.0, 0.0), 168, 200),
+    (1.9, 0.0, True, (0.03, -0.02), 200, 176),
+    (2.1, 12.0, False, (-0.04, 0.03), 184, 184),
+    (1.8, -9.0, True, (0.02, 0.04), 160, 192),
+    (2.3, 5.0, False, (0.05, -0.03), 208, 176),
+]
+TINY_FACES = 3  # faces in the example photo
+TINY_COUNT = TINY_FACES * len(TINY_VARIANTS)
+
+
+def format_pts(points0: np.ndarray) -> str:
+    """A 300W ``.pts`` file for 0-based points: the file is 1-based (x + 1, y + 1)."""
+    rows = "".join(f"{x + 1:.3f} {y + 1:.3f}\n" for x, y in np.asarray(points0, np.float64))
+    return f"version: 1\nn_points:  {len(points0)}\n{{\n{rows}}}\n"
+
+
+def write_tiny_faces(folder: Path) -> Path:
+    """Write ``TINY_COUNT`` labelled 300W-style images (``tiny_<variant><face>.jpg`` + ``.pts``).
+
+    The labels are the bundled ONNX model's 68 points on the bundled example photo; each image is
+    a crop of one face (scaled, turned, shifted, some mirrored) made with
+    :func:`lightmark.core.geometry.crop_matrix` and :func:`~lightmark.core.geometry.warp_image`, and
+    its points are moved through the same matrix (mirrored ones relabelled left <-> right), so
+    labels and pixels agree exactly. Sorted by name, the first ``TINY_FACES`` images are the three
+    faces upright and unmirrored. Offline and fast (about a second): no shared data needed.
+    """
+    from PIL import Image
+
+    from lightmark.api import Landmarker
+    from lightmark.core import geometry
+    from lightmark.core.imaging import load_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = load_image(EXAMPLE_PHOTO)
+    faces = sorted(Landmarker().predict_all(photo), key=lambda f: float(f.box[0]))
+    assert len(faces) == TINY_FACES, f"{EXAMPLE_PHOTO}: expected {TINY_FACES} faces, found {len(faces)}"
+    for v, (scale, angle, flip, shift, w, h) in enumerate(TINY_VARIANTS):
+        for k, face in enumerate(faces):
+            pts = face.points.astype(np.float64)
+            box = geometry.landmark_box(pts)
+            side = scale * float(max(box[2] - box[0], box[3] - box[1]))
+            centre = (box[:2] + box[2:]) / 2 + np.asarray(shift) * side
+            size = max(w, h)
+            m = geometry.crop_matrix(centre, side, size, angle_deg=angle, flip=flip)
+            square = geometry.warp_image(photo, m, size, border_value=(118, 118, 118))
+            x0, y0 = (size - w) // 2, (size - h) // 2
+            image = square[y0:y0 + h, x0:x0 + w]
+            moved = geometry.apply_affine(pts, m) - (x0, y0)
+            if flip:
+                moved = geometry.flip_points_in_crop(moved)
+            assert (moved.min(0) > 2).all() and (moved.max(0) < (w - 3, h - 3)).all(), (v, k)
+            name = f"tiny_{v}{k}"
+            Image.fromarray(np.ascontiguousarray(image)).save(folder / f"{name}.jpg", quality=95)
+            (folder / f"{name}.pts").write_text(format_pts(moved))
+    return folder

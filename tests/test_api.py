@@ -19,9 +19,6 @@ from lightmark.core.imaging import ImageError, load_image
 pytest.importorskip("onnx")
 from helpers import S, tiny_points, write_tiny_model  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-HELEN = SHARED / "data" / "300w" / "helen_trainset"
-
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
@@ -33,13 +30,6 @@ def model_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def lm(model_path) -> Landmarker:
     return Landmarker(model=model_path, refine=False)
-
-
-def helen_image() -> Path:
-    paths = sorted(HELEN.glob("*.jpg")) if HELEN.is_dir() else []
-    if not paths:
-        pytest.skip(f"shared data missing: {HELEN}")
-    return paths[0]
 
 
 def ring_in_image(box, scale, shift, radius=(13.0, 12.0)) -> np.ndarray:
@@ -164,8 +154,8 @@ def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
         Landmarker(backend="torch")
 
 
-def test_predict_all_on_a_photo(lm):
-    img = load_image(helen_image())
+def test_predict_all_on_a_photo(lm, tiny_faces):
+    img = load_image(sorted(tiny_faces.glob("*.jpg"))[0])
     faces = lm.predict_all(img)
     dets = lm.detect(img)
     assert len(faces) == len(dets) >= 1
@@ -177,11 +167,10 @@ def test_predict_all_on_a_photo(lm):
     assert lm.predict_all(np.zeros((100, 100, 3), np.uint8)) == []
 
 
-def test_predict_many_batches_like_one_by_one(model_path):
+def test_predict_many_batches_like_one_by_one(model_path, tiny_faces):
     """Batched over images (and with the refine pass) = image after image."""
-    helen_image()  # skips when the shared data is missing
     lm = Landmarker(model=model_path, refine=True)
-    photos = [load_image(p) for p in sorted(HELEN.glob("*.jpg"))[:3]] + [np.zeros((90, 90, 3), np.uint8)]
+    photos = [load_image(p) for p in sorted(tiny_faces.glob("*.jpg"))[:3]] + [np.zeros((90, 90, 3), np.uint8)]
     many = lm.predict_many(photos)
     assert len(many) == 4 and many[3] == []
     for img, faces in zip(photos, many):
@@ -208,9 +197,9 @@ def test_draw_landmarks(lm):
         draw_landmarks(img, np.zeros((68, 3)))
 
 
-def test_api_runtime_and_draw_work_without_torch(model_path):
+def test_api_runtime_and_draw_work_without_torch(model_path, tiny_faces):
     """Block any import of torch, then detect and predict end to end."""
-    photo = helen_image()
+    photo = sorted(tiny_faces.glob("*.jpg"))[0]
     script = textwrap.dedent(f"""
         import sys
 

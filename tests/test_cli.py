@@ -13,10 +13,10 @@ from lightmark.cli import main
 pytest.importorskip("onnx")
 from helpers import write_tiny_model  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HELEN = SHARED / "300w" / "helen_trainset"
-AFLW = SHARED / "aflw2000_sample"
-pytestmark = pytest.mark.skipif(not HELEN.is_dir(), reason="../shared data not present")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# Photos come from the tiny generated set (conftest.tiny_faces: faces cut from the bundled
+# example photo); only the evaluation of AFLW2000-3D files needs the shared data.
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,10 @@ def model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def group_photo(tmp_path_factory) -> Path:
-    """Three HELEN faces side by side on one canvas."""
+def group_photo(tmp_path_factory, tiny_faces) -> Path:
+    """Three labelled faces side by side on one canvas."""
     tiles = [np.asarray(Image.open(p).convert("RGB").resize((300, 300)))
-             for p in sorted(HELEN.glob("*.jpg"))[:3]]
+             for p in sorted(tiny_faces.glob("*.jpg"))[:3]]
     path = tmp_path_factory.mktemp("photos") / "group.jpg"
     Image.fromarray(np.concatenate(tiles, axis=1)).save(path)
     return path
@@ -68,9 +68,10 @@ def test_predict_folder_goes_on_after_a_corrupt_file(model, group_photo, tmp_pat
     assert (tmp_path / "out" / "b_group_landmarks.png").is_file()
 
 
-def test_predict_image_kinds(model, tmp_path, capsys) -> None:
+def test_predict_image_kinds(model, tiny_faces, tmp_path, capsys) -> None:
     """Grayscale, RGBA, 16-bit, EXIF-rotated and very large photos all work."""
-    face = Image.open(sorted(HELEN.glob("*.jpg"))[0]).convert("RGB")
+    face = Image.open(sorted(tiny_faces.glob("*.jpg"))[0]).convert("RGB")
+    assert face.width != face.height  # so the EXIF check below tells portrait from landscape
     face.convert("L").save(tmp_path / "gray.png")
     face.convert("RGBA").save(tmp_path / "rgba.png")
     arr16 = (np.asarray(face.convert("L"), np.uint16) * 257)
@@ -126,10 +127,9 @@ def test_predict_with_box(model, tmp_path, capsys) -> None:
     assert abs(np.ptp(pts[:, 0]) - 2 * 13 / 32 * 150) < 1.0
 
 
-def test_evaluate_writes_report_plot_and_file_list(model, tmp_path, capsys) -> None:
-    if not AFLW.is_dir():
-        pytest.skip("AFLW2000-3D samples missing")
-    rc, out, err = run(["evaluate", "--data", str(AFLW), "--model", model, "--split", "test",
+def test_evaluate_writes_report_plot_and_file_list(model, shared_data, tmp_path, capsys) -> None:
+    aflw = shared_data("aflw2000_sample")
+    rc, out, err = run(["evaluate", "--data", str(aflw), "--model", model, "--split", "test",
                         "--json", str(tmp_path / "rep.json"), "--plot", str(tmp_path / "ced.png"),
                         "--quiet"], capsys)
     assert rc == 0, err
@@ -142,7 +142,7 @@ def test_evaluate_writes_report_plot_and_file_list(model, tmp_path, capsys) -> N
 
 def test_info(capsys) -> None:
     pytest.importorskip("torch")
-    rc, out, _ = run(["info", "--config", "configs/default.yaml"], capsys)
+    rc, out, _ = run(["info", "--config", str(CONFIGS / "default.yaml")], capsys)
     assert rc == 0 and "MB" in out and "multiply-adds" in out
     rc, out, _ = run(["info", "--json"], capsys)
     assert json.loads(out)["float32_mb"] > 0

@@ -14,9 +14,9 @@ from lightmark.core.geometry import box_iou
 from lightmark.core.imaging import load_image
 from lightmark.runtime.detector import DEFAULT_MODEL, FaceDetector, nms
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-HELEN = SHARED / "data" / "300w" / "helen_trainset"
-AFW = SHARED / "data" / "300w" / "afw"
+# Detection and mapping quality are measured on real photos: AFW and HELEN from the shared data
+# (the `shared_data` fixture skips a test when its set is missing).
+AFW, HELEN = "300w/afw", "300w/helen_trainset"
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -28,8 +28,6 @@ def read_pts(path: Path) -> np.ndarray:
 
 
 def faces_from(folder: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    if not folder.is_dir():
-        pytest.skip(f"shared data missing: {folder}")
     out = []
     for img_path in sorted(folder.glob("*.jpg"))[:n]:
         out.append((load_image(img_path), read_pts(img_path.with_suffix(".pts"))))
@@ -41,9 +39,9 @@ def detector() -> FaceDetector:
     return FaceDetector()
 
 
-def test_group_photo_finds_every_pasted_face(detector):
+def test_group_photo_finds_every_pasted_face(detector, shared_data):
     # Three labelled faces side by side on a grey canvas, as in a group photo.
-    faces = faces_from(AFW, 2) + faces_from(HELEN, 1)
+    faces = faces_from(shared_data(AFW), 2) + faces_from(shared_data(HELEN), 1)
     pad = 40
     width = sum(img.shape[1] for img, _ in faces) + pad * (len(faces) + 1)
     height = max(img.shape[0] for img, _ in faces) + 2 * pad
@@ -72,8 +70,8 @@ def test_no_face_on_blank_or_noise_images(detector):
     assert len(detector.detect(np.dstack([smooth] * 3))) == 0
 
 
-def test_detect_accepts_paths_and_grayscale(detector, tmp_path):
-    faces = faces_from(HELEN, 1)
+def test_detect_accepts_paths_and_grayscale(detector, tiny_faces, tmp_path):
+    faces = faces_from(tiny_faces, 1)  # any labelled face: the tiny generated set
     img, pts = faces[0]
     from PIL import Image
 
@@ -119,10 +117,10 @@ def test_bundled_mapping_loads_and_is_plausible():
     assert m.crop_for(1.5)[0] == pytest.approx(1.5 * m.side_ratio)
 
 
-def test_mapping_turns_detections_into_landmark_crops(detector):
+def test_mapping_turns_detections_into_landmark_crops(detector, shared_data):
     """On held-out AFW faces the mapped detector crop is close to the ground-truth landmark crop."""
     errs: dict[str, list[tuple[float, float]]] = {"fitted": [], "raw": []}
-    for img, pts in faces_from(AFW, 12):
+    for img, pts in faces_from(shared_data(AFW), 12):
         dets = detector.detect(img)
         if not len(dets):
             continue
@@ -169,13 +167,12 @@ def test_bad_mapping_and_model_files(tmp_path):
         FaceDetector(score_threshold=1.5)
 
 
-def test_fit_box_mapping_reproduces_the_bundled_fit(detector):
-    if not HELEN.is_dir():
-        pytest.skip(f"shared data missing: {HELEN}")
+def test_fit_box_mapping_reproduces_the_bundled_fit(detector, shared_data):
+    helen = shared_data(HELEN)
     pytest.importorskip("lightmark.data.readers")
     from lightmark.training.box_mapping import fit_box_mapping
 
-    m = fit_box_mapping([HELEN], limit_per_dataset=25, detector=detector, seed=1)
+    m = fit_box_mapping([helen], limit_per_dataset=25, detector=detector, seed=1)
     bundled = load_box_mapping()
     assert m["fitted_on"]["n"] == 25 and m["fitted_on"]["detected_fraction"] == 1.0
     # 25 faces give the same mapping as the full fit, within the spread of single faces
@@ -183,4 +180,4 @@ def test_fit_box_mapping_reproduces_the_bundled_fit(detector):
     assert m["crop_shift"][1] == pytest.approx(bundled.crop_shift[1], abs=0.03)
     assert m["crop_scale"] == pytest.approx(1.25 * m["side_ratio"], rel=1e-3)
     with pytest.raises(ValueError, match="only 5 faces matched"):
-        fit_box_mapping([HELEN], limit_per_dataset=5, detector=detector)
+        fit_box_mapping([helen], limit_per_dataset=5, detector=detector)

@@ -1,4 +1,4 @@
-"""evaluate(): fake predictors and detectors with known answers on a few shared images."""
+"""evaluate(): fake predictors and detectors with known answers on a few labelled images."""
 from __future__ import annotations
 
 import json
@@ -11,16 +11,18 @@ from lightmark.core import geometry
 from lightmark.core.boxmap import BoxMapping
 from lightmark.evaluate import EvaluationError, evaluate, match_detection, write_report
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-AFLW = SHARED / "data" / "aflw2000_sample"
-AFW = SHARED / "data" / "300w" / "afw"
-
 S = 64  # a small input keeps the crops cheap
+
+# Data: 300W-style faces from the tiny generated set (conftest.tiny_faces, no shared data needed);
+# the AFLW2000-3D sample (yaw, the seeded split) from the shared data, or the test is skipped.
+
+
+@pytest.fixture
+def aflw(shared_data) -> Path:
+    return shared_data("aflw2000_sample")
 
 
 def _open(path: Path, limit: int | None = None):
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path}")
     from lightmark.data.readers import open_dataset
 
     return open_dataset(path, limit=limit, seed=0)
@@ -57,8 +59,8 @@ def _gt_crops(ds, crop_scale: float = 1.25) -> tuple[list, list]:
     return pts, mats
 
 
-def test_gt_boxes_oracle_gives_zero_nme() -> None:
-    ds = _open(AFW, limit=5)
+def test_gt_boxes_oracle_gives_zero_nme(tiny_faces: Path) -> None:
+    ds = _open(tiny_faces, limit=5)
     pts, mats = _gt_crops(ds, 1.4)
     pred = ScriptedPredictor(pts, mats, crop_scale=1.4)
     rep = evaluate(pred, ds, batch_size=2, progress=False)
@@ -73,8 +75,8 @@ def test_gt_boxes_oracle_gives_zero_nme() -> None:
     assert "nme_box_yaw_0_30" not in s  # .pts files carry no yaw
 
 
-def test_known_offset_gives_predictable_nme() -> None:
-    ds = _open(AFW, limit=5)
+def test_known_offset_gives_predictable_nme(tiny_faces: Path) -> None:
+    ds = _open(tiny_faces, limit=5)
     pts, mats = _gt_crops(ds)
     d = np.array([1.5, 2.0])  # 2.5 crop pixels
     rep = evaluate(ScriptedPredictor(pts, mats, offset=tuple(d)), ds, progress=False)
@@ -92,8 +94,8 @@ def test_known_offset_gives_predictable_nme() -> None:
     assert rep["summary"]["nme_box"] == pytest.approx(np.mean(want_box) * 100, rel=1e-4)
 
 
-def test_split_and_yaw_bins_on_aflw() -> None:
-    ds = _open(AFLW)
+def test_split_and_yaw_bins_on_aflw(aflw: Path) -> None:
+    ds = _open(aflw)
     pts, mats = _gt_crops(ds)
     idx = {n: i for i, n in enumerate(ds.relative_names())}
     parts = {}
@@ -139,8 +141,8 @@ class FakeDetector:
         return np.vstack([far, np.append(self.boxes[k], 0.9)[None]]).astype(np.float32)
 
 
-def test_detector_boxes_and_misses(tmp_path: Path) -> None:
-    ds = _open(AFW, limit=5)
+def test_detector_boxes_and_misses(tiny_faces: Path, tmp_path: Path) -> None:
+    ds = _open(tiny_faces, limit=5)
     det = FakeDetector(ds, miss={1}, decoy={3})
     pts = [r.points for r in ds.records]
     # The test's own expectation of the crop: detector box, scale crop_scale * 1.3 / 1.25.
@@ -170,8 +172,8 @@ def test_detector_boxes_and_misses(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ced.png", "rep.all.txt", "rep.json"]
 
 
-def test_write_report_file_lists_dir(tmp_path: Path) -> None:
-    ds = _open(AFLW)
+def test_write_report_file_lists_dir(aflw: Path, tmp_path: Path) -> None:
+    ds = _open(aflw)
     pts, mats = _gt_crops(ds)
     rep = evaluate(ScriptedPredictor(pts, mats), ds, progress=False, store_points=True)
     np.testing.assert_allclose(rep["per_image"][0]["points"], pts[0], atol=0.01)
@@ -179,7 +181,7 @@ def test_write_report_file_lists_dir(tmp_path: Path) -> None:
     paths = write_report(rep, tmp_path / "out" / "r.json", file_lists_dir=lists)
     assert paths["file_list"] == lists / "r.all.txt" and paths["file_list"].is_file()
     data = json.loads(paths["json"].read_text())
-    assert data["data"]["path"] == str(AFLW) and data["data"]["kind"] == "aflw2000"
+    assert data["data"]["path"] == str(aflw) and data["data"]["kind"] == "aflw2000"
     assert "plot" not in data
 
 
@@ -191,8 +193,8 @@ def test_match_detection() -> None:
     assert match_detection(np.zeros((0, 5)), gt, 0.3) is None
 
 
-def test_bad_arguments() -> None:
-    ds = _open(AFLW)
+def test_bad_arguments(tiny_faces: Path) -> None:
+    ds = _open(tiny_faces)
     pts, mats = _gt_crops(ds)
     with pytest.raises(EvaluationError, match="box_source"):
         evaluate(ScriptedPredictor(pts, mats), ds, box_source="magic", progress=False)

@@ -11,7 +11,6 @@ from PIL import Image
 from lightmark.data import (DataError, open_dataset, read_file_list, select_split, split_aflw,
                             subset_by_names, write_file_list)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NAMES = [f"image{i:05d}.jpg" for i in range(2000)]
 
 
@@ -80,10 +79,8 @@ def test_split_datasets(tmp_path):
         select_split(ds, "train")
 
 
-def test_real_sample_split():
-    d = SHARED / "aflw2000_sample"
-    if not d.exists():
-        pytest.skip(f"shared data {d} not available")
+def test_real_sample_split(shared_data):
+    d = shared_data("aflw2000_sample")
     val, test = split_aflw(d)
     assert len(val) == 1 and len(test) == 3  # tiny sets still get both parts
     assert set(val.relative_names()) | set(test.relative_names()) == {

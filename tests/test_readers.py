@@ -13,16 +13,6 @@ from PIL import Image
 from lightmark.data import DataError, LandmarkDataset, open_dataset
 from lightmark.data.readers import read_pts
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared(sub: str) -> Path:
-    p = SHARED / sub
-    if not p.exists():
-        pytest.skip(f"shared data {p} not available")
-    return p
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers to build small data sets
 
@@ -84,8 +74,8 @@ def check_sane(ds: LandmarkDataset, n_images: int = 20, inner_only: bool = False
 
 
 @pytest.mark.parametrize("sub,count", [("300w/afw", 337), ("300w/helen_trainset", 870)])
-def test_300w(sub, count):
-    ds = open_dataset(shared(sub))
+def test_300w(shared_data, sub, count):
+    ds = open_dataset(shared_data(sub))
     assert ds.kind == "pts" and len(ds) == count and ds.bad == []
     assert ds.records[0].meta["source"] == "300w"
     check_sane(ds)
@@ -95,8 +85,8 @@ def test_300w(sub, count):
     np.testing.assert_allclose(r.points, raw - 1, atol=1e-4)
 
 
-def test_ytf_keypoints_both_parts():
-    ds = open_dataset(shared("ytf_keypoints"))
+def test_ytf_keypoints_both_parts(shared_data):
+    ds = open_dataset(shared_data("ytf_keypoints"))
     assert ds.kind == "csv" and len(ds) == 3452 + 770
     parts = [r.meta["part"] for r in ds.records]
     assert parts.count("training") == 3452 and parts.count("test") == 770
@@ -104,8 +94,8 @@ def test_ytf_keypoints_both_parts():
     check_sane(ds)
 
 
-def test_utkface_dlib68_fast_and_sane():
-    d = shared("utkface_dlib68")
+def test_utkface_dlib68_fast_and_sane(shared_data):
+    d = shared_data("utkface_dlib68")
     t = time.perf_counter()
     ds = open_dataset(d)
     elapsed = time.perf_counter() - t
@@ -115,8 +105,8 @@ def test_utkface_dlib68_fast_and_sane():
     check_sane(ds, inner_only=True)
 
 
-def test_facesynthetics():
-    ds = open_dataset(shared("facesynthetics/dataset_100"))
+def test_facesynthetics(shared_data):
+    ds = open_dataset(shared_data("facesynthetics/dataset_100"))
     assert ds.kind == "facesynthetics" and len(ds) == 100
     check_sane(ds, n_images=10)
     r = ds.records[0]
@@ -133,8 +123,8 @@ def test_facesynthetics():
     assert hits >= 130, f"only {hits}/200 pupils on eye pixels"
 
 
-def test_aflw2000_sample():
-    ds = open_dataset(shared("aflw2000_sample"))
+def test_aflw2000_sample(shared_data):
+    ds = open_dataset(shared_data("aflw2000_sample"))
     assert ds.kind == "aflw2000" and len(ds) == 4
     check_sane(ds)
     for r in ds.records:
@@ -145,9 +135,9 @@ def test_aflw2000_sample():
     assert yaw["image00251.jpg"] == pytest.approx(np.degrees(-0.95443881), abs=1e-3)
 
 
-def test_no_torch_needed():
+def test_no_torch_needed(tiny_faces):
     code = ("import sys; from lightmark.data import open_dataset; "
-            f"open_dataset({str(shared('300w/afw'))!r}, limit=3)[0]; "
+            f"open_dataset({str(tiny_faces)!r}, limit=3)[0]; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -163,6 +153,39 @@ def test_pts_is_one_based(tmp_path):
     np.testing.assert_allclose(read_pts(tmp_path / "a.pts"), pts - 1, atol=1e-3)
     write_pts(tmp_path / "b.pts", pts, header=False)  # headerless copies are accepted
     np.testing.assert_allclose(read_pts(tmp_path / "b.pts"), pts - 1, atol=1e-3)
+
+
+def test_tiny_generated_set_is_a_consistent_300w_folder(tiny_faces):
+    """conftest's tiny_faces: read as 300W (.pts 1-based), labels on the faces' pixels.
+
+    The labels are the bundled model's points on the example photo, moved with each crop; so the
+    bundled model, run again on each generated image, must find them again (up to its own error),
+    mirrored images included. Labels left unpermuted after a mirror would be far off."""
+    from helpers import TINY_COUNT, TINY_VARIANTS
+
+    from lightmark.api import Landmarker
+    from lightmark.core import geometry
+
+    ds = open_dataset(tiny_faces)
+    assert ds.kind == "pts" and len(ds) == TINY_COUNT and ds.bad == []
+    r = ds.records[0]
+    raw = np.loadtxt(r.meta["label_path"], skiprows=3, max_rows=68)
+    np.testing.assert_allclose(r.points, raw - 1, atol=1e-4)  # the file is 1-based
+    check_sane(ds, n_images=TINY_COUNT)
+    assert len({ds[i].image.shape[:2] for i in range(len(ds))}) > 1  # not all one size
+    lm = Landmarker()
+    errs, unflipped = [], []
+    for i, rec in enumerate(ds.records):
+        s = ds[i]
+        box = geometry.landmark_box(s.points)
+        norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+        pred = lm.predict(s.image, box, box_kind="landmarks")
+        errs.append(np.linalg.norm(pred - s.points, axis=1).mean() / norm)
+        if TINY_VARIANTS[int(rec.image_path.stem[-2])][2]:  # a mirrored image
+            wrong = s.points[geometry.FLIP_PERMUTATION]  # its labels as they were before relabelling
+            unflipped.append(np.linalg.norm(pred - wrong, axis=1).mean() / norm)
+    assert max(errs) < 0.03 and np.mean(errs) < 0.015, np.round(errs, 4)
+    assert unflipped and min(unflipped) > 5 * max(errs)
 
 
 def test_mat_is_one_based_and_pose_in_degrees(tmp_path):

@@ -11,11 +11,11 @@ import pytest
 from lightmark.synth import camera
 from lightmark.synth.raster import RasterError, quads_to_triangles, rasterize
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-ICT = SHARED / "models" / "ict_face_model" / "ict_face_model.npz"
-HELEN = SHARED / "data" / "300w" / "helen_trainset"
-
-needs_ict = pytest.mark.skipif(not ICT.is_file(), reason="shared ICT face model not found")
+# The ICT face model that lightmark.synth loads ($LIGHTMARK_ICT_MODEL, else the shared models
+# folder): a test needing it is marked `needs_ict` (the conftest fixture `ict_model` skips it when
+# the file is missing). HELEN photos, for profiling, come from the `shared_data` fixture.
+needs_ict = pytest.mark.usefixtures("ict_model")
+HELEN = "300w/helen_trainset"
 
 
 # ------------------------------------------------------------------------------------------
@@ -160,14 +160,14 @@ def test_render_dataset_is_deterministic(tmp_path):
     assert (tmp_path / "d" / "000001.png").read_bytes() == (tmp_path / "a" / "000001.png").read_bytes()
 
 
-@needs_ict
 @pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2.5), dict(size=16), dict(size=5000),
                                     dict(jaw="2d"), dict(start=-1)])
 def test_render_dataset_rejects_bad_parameters(tmp_path, kwargs):
+    """Checked before the face model is loaded: no ICT model needed; the error names the argument."""
     from lightmark.synth.faces import render_dataset
 
     args = dict(n=1, size=64) | kwargs
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"^{next(iter(kwargs))}\b"):
         render_dataset(tmp_path, **args)
     assert not list(tmp_path.glob("*.png"))
 
@@ -202,12 +202,12 @@ def test_fit_recovers_pose_and_reprojects_close_to_the_input():
         assert abs(fit.yaw_pitch_roll[1]) < 10.0
 
 
-@pytest.mark.skipif(not (ICT.is_file() and HELEN.is_dir()), reason="ICT model or HELEN not found")
-def test_fit_and_profile_a_real_face():
+@needs_ict
+def test_fit_and_profile_a_real_face(shared_data):
     from lightmark.data.readers import open_dataset
     from lightmark.synth.profile import fit_ict, profile, profile_face
 
-    s = open_dataset(HELEN)[5]
+    s = open_dataset(shared_data(HELEN))[5]
     h, w = s.image.shape[:2]
     fit = fit_ict(s.points, (w, h))
     face_w = np.ptp(s.points[:, 0])
@@ -252,12 +252,13 @@ def test_fit_rejects_bad_input():
         fit_ict(pts[:, :1], (256, 256))
 
 
-@pytest.mark.skipif(not (ICT.is_file() and HELEN.is_dir()), reason="ICT model or HELEN not found")
-def test_profile_main_writes_a_readable_data_set(tmp_path):
+@needs_ict
+def test_profile_main_writes_a_readable_data_set(shared_data, tmp_path):
     from lightmark.data.readers import open_dataset
     from lightmark.synth.profile import profile_main
 
-    stats = profile_main(str(HELEN), str(tmp_path), 2, seed=3, max_yaw=45.0)
+    helen = shared_data(HELEN)
+    stats = profile_main(str(helen), str(tmp_path), 2, seed=3, max_yaw=45.0)
     assert stats["n"] == 2 and stats["fit_error_px_mean"] < 15
     ds = open_dataset(tmp_path)
     assert len(ds) == 2 and ds[0].image.shape[2] == 3
@@ -265,9 +266,9 @@ def test_profile_main_writes_a_readable_data_set(tmp_path):
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert all(15.0 <= abs(im["yaw_delta"]) <= 45.0 or abs(im["yaw"]) >= 89.9 for im in man["images"])
     with pytest.raises(ValueError):
-        profile_main(str(HELEN), str(tmp_path / "x"), 1, max_yaw=80.0)
+        profile_main(str(helen), str(tmp_path / "x"), 1, max_yaw=80.0)
     with pytest.raises(ValueError):
-        profile_main(str(HELEN), str(tmp_path / "x"), 0)
+        profile_main(str(helen), str(tmp_path / "x"), 0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,12 +302,13 @@ def test_synth_workers_write_the_same_files(tmp_path):
     _same_output(tmp_path / "one", tmp_path / "two")
 
 
-@pytest.mark.skipif(not (ICT.is_file() and HELEN.is_dir()), reason="ICT model or HELEN not found")
-def test_profile_workers_write_the_same_files(tmp_path):
+@needs_ict
+def test_profile_workers_write_the_same_files(shared_data, tmp_path):
     from lightmark.synth.profile import profile_main
 
-    profile_main(str(HELEN), str(tmp_path / "one"), 4, seed=5, jaw="contour")
-    stats = profile_main(str(HELEN), str(tmp_path / "two"), 4, seed=5, jaw="contour", workers=2)
+    helen = shared_data(HELEN)
+    profile_main(str(helen), str(tmp_path / "one"), 4, seed=5, jaw="contour")
+    stats = profile_main(str(helen), str(tmp_path / "two"), 4, seed=5, jaw="contour", workers=2)
     assert stats["n"] == 4
     _same_output(tmp_path / "one", tmp_path / "two")
 

@@ -5,7 +5,8 @@
 
 Public names: :class:`Landmarker` (the one user class), :class:`Face` (what it returns),
 :class:`FaceDetector` (the bundled detector; any object with ``detect`` and ``box_mapping`` plugs
-in), :class:`LightmarkError` (the base of every error on bad input).
+in), :class:`LightmarkError` (the base of every error on bad input), :func:`head_pose` (yaw, pitch,
+roll in degrees from 68 points).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Face", "FaceDetector", "Landmarker", "LightmarkError", "__version__"]
+__all__ = ["Face", "FaceDetector", "Landmarker", "LightmarkError", "head_pose", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from lightmark.core.errors import LightmarkError
 
         return LightmarkError
+    if name == "head_pose":
+        from lightmark.core.pose import head_pose
+
+        return head_pose
     raise AttributeError(f"module 'lightmark' has no attribute {name!r}")

@@ -191,6 +191,19 @@ class Landmarker:
         return [[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p) for d, p in zip(ds, pts)]
                 for ds, pts in zip(dets, points)]
 
+    def align(self, image: ImageLike, face_or_points: Union[Face, np.ndarray], style: str = "ffhq",
+              size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned crop of one face: ``(crop uint8 (size, size, 3), 2x3 matrix image -> crop)``.
+
+        ``face_or_points``: a :class:`Face` from :meth:`predict_all` or (68, 2) points.
+        ``style``: ``"ffhq"`` (FFHQ/StyleGAN crop, default size 1024) or ``"arcface"`` (the
+        112x112 five-point ArcFace crop). See :mod:`lightmark.core.align`.
+        """
+        from lightmark.core.align import align_face
+
+        points = face_or_points.points if isinstance(face_or_points, Face) else face_or_points
+        return align_face(image, points, style=style, size=size)
+
     # ------------------------------------------------------------------------------------------
 
     def _predict_groups(self, imgs: list[np.ndarray], boxes: list[np.ndarray],

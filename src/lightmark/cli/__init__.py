@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from lightmark.cli import data, models, predict
+from lightmark.cli import align, data, models, predict
 from lightmark.core.errors import CliError
 
 
@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="annotated image (one input) or folder for annotated images")
     sp.add_argument("--threshold", type=float, default=0.7, help="detector score threshold")
     sp.add_argument("--no-refine", action="store_true", help="skip the second, re-centred pass")
+    sp.add_argument("--quiet", action="store_true")
+
+    sp = add("align", align.cmd_align, "Aligned crops (FFHQ or ArcFace) of every face in photos.")
+    sp.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    sp.add_argument("--out", required=True, help="folder for the crops, <stem>_<k>.png")
+    sp.add_argument("--style", default="ffhq", choices=["ffhq", "arcface"],
+                    help="ffhq: FFHQ/StyleGAN crop (default 1024 px); arcface: ArcFace 5-point crop "
+                         "(default 112 px)")
+    sp.add_argument("--size", type=int, help="crop side in pixels (default: the style's)")
+    model_args(sp)
+    sp.add_argument("--threshold", type=float, default=0.7, help="detector score threshold")
     sp.add_argument("--quiet", action="store_true")
 
     def data_engine_args(sp: argparse.ArgumentParser) -> None:

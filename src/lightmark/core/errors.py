@@ -33,6 +33,14 @@ class ModelFileError(LightmarkError):
     """A model file that is missing, tampered with or inconsistent; the message names the file."""
 
 
+class PoseError(LightmarkError):
+    """Points or an image shape that head pose cannot be estimated from."""
+
+
+class AlignError(LightmarkError):
+    """Points, a style or a size that an aligned crop cannot be made from."""
+
+
 class BoxMappingError(LightmarkError):
     """A detector-box -> crop mapping file or value that cannot be used."""
 

@@ -119,3 +119,34 @@ def _is_number(s: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def read_aflw2000_pt2d(path: PathLike) -> np.ndarray:
+    """The 21 AFLW points (``pt2d``) of an AFLW2000-3D ``.mat`` file -> float32 (21, 2), 0-based
+    pixel centres, NaN where missing.
+
+    ``pt2d`` is 2xN with N = 21 (a few files hold 23 columns: the first 21 are AFLW's points). A
+    missing point is stored as (-1, 452) (also read: any negative coordinate). The values are
+    1-based like ``pt3d_68`` in the same files (the points shared with iBUG sit on ``pt3d_68`` with
+    no mean offset of a pixel), so 1 is subtracted, as :func:`lightmark.data.formats.read_aflw_mat` does.
+    """
+    path = Path(path)
+    try:
+        import scipy.io
+    except ImportError:
+        raise DataError(f"{path}: reading AFLW2000-3D .mat files needs scipy") from None
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=["pt2d"])
+    except Exception as e:  # scipy raises several types for broken .mat files
+        raise DataError(f"{path}: garbled or truncated .mat file ({type(e).__name__}: {e})") from None
+    if "pt2d" not in mat:
+        raise DataError(f"{path}: no 'pt2d' variable (is this an AFLW2000-3D label file?)")
+    p = np.asarray(mat["pt2d"], dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != 2 or p.shape[1] < NUM_POINTS_AFLW21:
+        raise DataError(f"{path}: pt2d should be 2x21 (or 2x23), got {p.shape}")
+    xy = p[:, :NUM_POINTS_AFLW21].T.copy()
+    missing = (xy < 0).any(axis=1) | ~np.isfinite(xy).all(axis=1)
+    xy[missing] = np.nan
+    if missing.all():
+        raise DataError(f"{path}: pt2d has no visible points")
+    return (xy - 1.0).astype(np.float32)

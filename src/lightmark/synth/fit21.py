@@ -53,13 +53,13 @@ MIN_VISIBLE = 4
 #: "left" = picture left = the subject's right = model x < 0. Chosen by :func:`choose_vertices`
 #: (see docs/LARGE_POSE_DATA.md for the command and the training faces it used).
 AFLW21_VERTICES: dict[int, tuple[int, ...]] = {
-    7: (24223,),  # left eye centre: the subject's right pupil (provisional)
-    10: (22653,),  # right eye centre (provisional)
-    12: (7620,),  # left ear (provisional)
-    13: (1140,),  # nose left (provisional: iBUG 31)
-    15: (3360,),  # nose right (provisional: iBUG 35)
-    16: (6893,),  # right ear (provisional: the mirror of 7620)
-    18: (5533, 5517),  # mouth centre: between the inner lips (iBUG 62 and 66)
+    7: (24574,),  # left eye centre: on the subject's right iris, 3 mm above and inside the pupil
+    10: (23004,),  # right eye centre (mirror)
+    12: (7896,),  # left ear: where the lobe meets the cheek
+    13: (4855,),  # nose left: the alar wing
+    15: (5314,),  # nose right (mirror)
+    16: (7169,),  # right ear (mirror)
+    18: (5532,),  # mouth centre: between the lips, on the midline
 }
 
 
@@ -336,7 +336,9 @@ def _candidates(model: ict.ICTModel, group: str) -> list[tuple[int, ...]]:
                                   ([ict.SCLERA, ict.IRIS] if group == "eye centres" else [])))
     d = np.linalg.norm(n[pool] - _anchor(model, group), axis=1)
     sel = pool[d < _RADIUS[group]]
-    if group != "mouth centre":
+    if group == "mouth centre":
+        sel = sel[np.abs(n[sel, 0]) < 0.05]  # the midline: a lopsided choice would bias every face
+    else:
         sel = sel[n[sel, 0] < 0]  # the picture-left side; the right point takes the mirror
     cands = [(int(v),) for v in sel]
     lm = model.landmarks68

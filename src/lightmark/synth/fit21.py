@@ -47,6 +47,13 @@ HUBER_CM = 0.5
 # Yaw starts (degrees) of the pose search, besides the affine initialisation.
 YAW_STARTS = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
 ROUNDS = 4
+#: Output jaw conventions: ``"substitute"`` puts jaw points 0-7 and 9-16 on the ICT README's
+#: "jawline substitutes" (the jaw bone's line, lower and further back than ``landmarks68``'s
+#: cheek line); ``"landmarks68"`` keeps the model's landmark vertices. Compared in
+#: docs/LARGE_POSE_DATA.md.
+JAW_CHOICES = ("substitute", "landmarks68")
+RIGHT_JAW_SUBSTITUTE = (1278, 1272, 12, 1834, 243, 781, 2199, 1447)
+LEFT_JAW_SUBSTITUTE = (3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496)
 MIN_VISIBLE = 4
 
 #: Vertex sets of the 7 AFLW points that are not iBUG points (a point is the mean of its set).
@@ -106,9 +113,21 @@ class ShapeModel:
         return ShapeModel(**{**self.__dict__, "points_mean": mean, "points_basis": basis})
 
 
-@functools.lru_cache(maxsize=4)
+def landmark_vertices(model: ict.ICTModel, jaw: str = "substitute") -> np.ndarray:
+    """The 68 output vertices: the model's ``landmarks68``, with the jaw (0-7, 9-16) on the ICT
+    README's substitute jaw-line vertices for ``jaw="substitute"`` (see :data:`JAW_CHOICES`)."""
+    if jaw not in JAW_CHOICES:
+        raise ProfileError(f"jaw must be one of {JAW_CHOICES}, got {jaw!r}")
+    ids = model.landmarks68.astype(np.int64).copy()
+    if jaw == "substitute":
+        ids[0:8], ids[9:17] = RIGHT_JAW_SUBSTITUTE, LEFT_JAW_SUBSTITUTE
+    return ids
+
+
+@functools.lru_cache(maxsize=8)
 def shape_model(model_path: Optional[str] = None, n_id: int = ID_COMPONENTS,
-                id_prior: float = ID_PRIOR, expr_prior: float = EXPR_PRIOR) -> ShapeModel:
+                id_prior: float = ID_PRIOR, expr_prior: float = EXPR_PRIOR,
+                jaw: str = "substitute") -> ShapeModel:
     """The prepared fit model (cached): the 21 points, the 68 landmarks, the prior."""
     m = ict.load_ict(model_path)
     v = m.n_verts
@@ -122,7 +141,7 @@ def shape_model(model_path: Optional[str] = None, n_id: int = ID_COMPONENTS,
                       prior=np.sqrt(np.concatenate([np.full(n_id, id_prior), np.full(len(ei), expr_prior)])),
                       lo=np.concatenate([np.full(n_id, -3.0), np.zeros(len(ei))]),
                       hi=np.concatenate([np.full(n_id, 3.0), np.ones(len(ei))]))
-    lm_mean, lm_basis = base.sets_basis([(int(i),) for i in m.landmarks68])
+    lm_mean, lm_basis = base.sets_basis([(int(i),) for i in landmark_vertices(m, jaw)])
     base.lm_mean, base.lm_basis = lm_mean, lm_basis
     return base.with_points(_vertex_sets(m))
 
@@ -269,16 +288,17 @@ def _solve_shape(a: np.ndarray, b: np.ndarray, sm: ShapeModel) -> np.ndarray:
 
 def fit21(points21: np.ndarray, model_path: Optional[str] = None, rounds: int = ROUNDS,
           huber_cm: float = HUBER_CM, sm: Optional[ShapeModel] = None,
-          use: Optional[np.ndarray] = None) -> Fit21Result:
+          use: Optional[np.ndarray] = None, jaw: str = "substitute") -> Fit21Result:
     """Fit the ICT model to AFLW's 21 points ((21, 2) pixels, NaN = not visible) and return its 68
-    landmark vertices projected (3D convention) with the pose. ``use`` (21 bools) leaves further
-    points out (held-out tests); ``sm`` overrides the prepared model (vertex choice, prior)."""
+    landmark vertices projected (3D convention; ``jaw``: see :data:`JAW_CHOICES`) with the pose.
+    ``use`` (21 bools) leaves further points out (held-out tests); ``sm`` overrides the prepared
+    model (vertex choice, prior, jaw)."""
     p, vis = _check21(points21)
     if use is not None:
         vis = vis & np.asarray(use, bool)
         if vis.sum() < MIN_VISIBLE:
             raise ProfileError(f"only {int(vis.sum())} points left to fit; need {MIN_VISIBLE}")
-    sm = sm or shape_model(model_path)
+    sm = sm or shape_model(model_path, jaw=jaw)
     q = p[vis]
     x_mean, x_basis = sm.points_mean[vis], sm.points_basis[vis]
     coef = np.zeros(x_basis.shape[2])
@@ -442,3 +462,191 @@ def held_out_errors(faces: Sequence[np.ndarray], points: Sequence[int] = tuple(r
         out[k] = {"mean": float(np.mean(errs)) if errs else float("nan"), "n": len(errs)}
     out["mean"] = float(np.nanmean([v["mean"] for v in out.values()]))
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# the check where the answer is known: AFLW2000-3D
+
+
+def check_aflw2000(folder: Union[str, Path], jaw: str = "substitute", model_path: Optional[str] = None) -> dict:
+    """Fit every ``.mat`` of an AFLW2000-3D folder from its 21 ``pt2d`` points and score the 68
+    fitted points against its ``pt3d_68`` (NME by the ground-truth landmark box, sqrt(w * h)).
+
+    Returns per part (``all`` 0-67, ``inner`` 17-67, ``jaw`` 0-16) the yaw bins of
+    :func:`lightmark.core.metrics.yaw_bins` (fractions) and the mean, plus ``n``, ``failed``
+    (files whose fit raised) and ``cpu_ms_per_face``.
+    """
+    from lightmark.core.metrics import box_size, yaw_bins
+    from lightmark.data.aflw21 import read_aflw2000_pt2d
+    from lightmark.data.formats import read_aflw_mat
+
+    files = sorted(Path(folder).glob("*.mat"))
+    if not files:
+        raise ProfileError(f"{folder}: no AFLW2000-3D .mat files")
+    sm = shape_model(model_path, jaw=jaw)
+    pred, gt, yaw, failed, cpu = [], [], [], [], 0.0
+    for f in files:
+        g, meta = read_aflw_mat(f)
+        p21 = read_aflw2000_pt2d(f)
+        t0 = time.process_time()
+        try:
+            r = fit21(p21, sm=sm)
+        except ProfileError as e:
+            failed.append(f"{f.name}: {e}")
+            continue
+        finally:
+            cpu += time.process_time() - t0
+        pred.append(r.points68)
+        gt.append(g)
+        yaw.append(meta.get("yaw_deg", np.nan))
+    pr, gt_, yw = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(yaw)
+    box = box_size(gt_)
+    out: dict = {"folder": str(folder), "jaw_vertices": jaw, "n": len(pr), "failed": failed,
+                 "cpu_ms_per_face": round(1000 * cpu / len(files), 2)}
+    for part, sl in (("all", slice(0, 68)), ("inner", slice(17, 68)), ("jaw", slice(0, 17))):
+        e = np.linalg.norm(pr[:, sl] - gt_[:, sl], axis=-1).mean(axis=1) / box
+        out[part] = {**yaw_bins(e, yw), "mean": float(e.mean())}
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# label generation: `lightmark fit21`
+
+MANIFEST = "manifest.json"
+PARTS = "parts"  # per-slice records of finished faces (what a resumed run trusts)
+
+
+def _format_pts(points: np.ndarray) -> str:
+    """A 300W ``.pts`` file: 1-based, as :func:`lightmark.data.formats.read_pts` reads it."""
+    body = "".join(f"{x + 1:.3f} {y + 1:.3f}\n" for x, y in np.asarray(points, np.float64))
+    return f"version: 1\nn_points: {len(points)}\n{{\n{body}}}\n"
+
+
+@functools.lru_cache(maxsize=2)
+def _source(data: str, limit: Optional[int], seed: int):
+    """(data set, relative names) of a labelling run: the AFLW-21 faces, bad rows skipped."""
+    from lightmark.data.readers import open_dataset
+
+    ds = open_dataset(data, skip_bad=True, limit=limit, seed=seed)
+    if ds.kind != "aflw21":
+        raise ProfileError(f"{data}: fit21 needs an AFLW 21-point table (kind 'aflw21'), got kind {ds.kind!r}")
+    return ds, ds.relative_names()
+
+
+def fit21_slice(indices: range, data: str, out: str, limit: Optional[int], seed: int, jaw: str,
+                todo: tuple[int, ...]) -> list[dict]:
+    """Fit and write faces ``todo[i]`` for ``i`` in ``indices``; each face's image copy and
+    ``.pts`` are written atomically, then the slice's entries go to ``parts/`` in one file, so a
+    killed run keeps every finished slice. Module level so worker processes can run it."""
+    from lightmark.core import files
+
+    ds, names = _source(data, limit, seed)
+    outp = Path(out)
+    entries: list[dict] = []
+    sm = shape_model(None, jaw=jaw)
+    for i in indices:
+        idx = todo[i]
+        rec = ds.records[idx]
+        stem = rec.image_path.stem
+        t0 = time.process_time()
+        try:
+            r = fit21(rec.points, sm=sm)
+        except ProfileError as e:
+            entries.append({"name": stem, "source": names[idx], "skipped": str(e)})
+            continue
+        cpu = time.process_time() - t0
+        img = outp / rec.image_path.name
+        if not img.exists():
+            files.write_bytes(img, rec.image_path.read_bytes())
+        files.write_text(outp / f"{stem}.pts", _format_pts(r.points68))
+        yaw, pitch, roll = r.yaw_pitch_roll
+        entries.append({
+            "name": stem, "image": rec.image_path.name, "source": names[idx],
+            "aflw_yaw_deg": rec.meta.get("yaw_deg"),
+            "yaw": round(yaw, 2), "pitch": round(pitch, 2), "roll": round(roll, 2),
+            "n_visible": int(r.visible.sum()), "fit_error_px": round(r.error_px, 3),
+            "fit_error_box": round(r.error_box, 5), "cpu_ms": round(cpu * 1000, 1),
+            # The fit itself: any other vertex (another jaw convention) can be projected later.
+            "fit": {"scale": round(r.scale, 5), "rot": np.round(r.rot, 6).ravel().tolist(),
+                    "trans": np.round(r.trans, 4).tolist(), "coef": np.round(r.coef, 5).tolist()},
+        })
+    if entries:
+        files.write_text(outp / PARTS / f"{entries[0]['name']}-{len(entries)}-{time.time_ns()}.json",
+                         json.dumps(entries))
+    return entries
+
+
+def _finished(outp: Path) -> dict[str, dict]:
+    """Entries of faces a previous run finished (its part files; a face counts only while its
+    ``.pts`` is there). A part file that cannot be read is ignored: its faces are redone."""
+    done: dict[str, dict] = {}
+    folder = outp / PARTS
+    if not folder.is_dir():
+        return done
+    for part in sorted(folder.glob("*.json")):
+        try:
+            entries = json.loads(part.read_text())
+        except (OSError, ValueError):
+            continue
+        for e in entries:
+            if "skipped" in e or (outp / f"{e['name']}.pts").is_file():
+                done[e["name"]] = e
+    return done
+
+
+def fit21_main(data: str, out: str, limit: Optional[int] = None, seed: int = 0, workers: int = 1,
+               jaw: str = "substitute", progress: bool = False) -> dict:
+    """CLI entry (``lightmark fit21``): 68-point labels (3D convention) for the faces of an
+    AFLW-21 table, written to ``out`` as 300W ``.pts`` files (1-based) beside a copy of each image,
+    with ``manifest.json`` (convention, source, jaw, per face the fit error, pose and fit).
+    Resumable: faces already finished in ``out`` are kept, not refitted. ``limit``: a seeded
+    subset of that many faces. ``workers`` > 1 fits slices in that many processes."""
+    from lightmark.core import files
+    from lightmark.synth.parallel import check_workers, run_slices, split
+
+    if jaw not in JAW_CHOICES:
+        raise ProfileError(f"jaw must be one of {JAW_CHOICES}, got {jaw!r}")
+    workers = check_workers(workers)
+    ds, names = _source(str(data), limit, int(seed))
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    old = _read_manifest(outp)
+    if old and old.get("jaw") not in (None, jaw):
+        raise ProfileError(f"{outp}: holds labels with jaw {old.get('jaw')!r}; use another folder for {jaw!r}")
+    done = _finished(outp)
+    todo = tuple(i for i, rec in enumerate(ds.records) if rec.image_path.stem not in done)
+    t0 = time.perf_counter()
+    task = functools.partial(fit21_slice, data=str(data), out=str(outp), limit=limit, seed=int(seed),
+                             jaw=jaw, todo=todo)
+    for part in run_slices(task, split(0, len(todo), workers) if todo else [], workers,
+                           progress="fit21" if progress else None):
+        for e in part:
+            done[e["name"]] = e
+    secs = time.perf_counter() - t0
+    faces = [done[n] for n in sorted(done) if "skipped" not in done[n]]
+    skipped = [f"{done[n]['source']}: {done[n]['skipped']}" for n in sorted(done) if "skipped" in done[n]]
+    errs = np.array([f["fit_error_box"] for f in faces]) if faces else np.zeros(0)
+    cpu = [f["cpu_ms"] for f in faces]
+    stats = {
+        "format": "pts", "convention": "3d", "points": 68,
+        "landmarks": "300W .pts, 1-based; the ICT model's 68 landmark vertices projected (jaw on fixed "
+                     "3D points, not the visible contour)",
+        "jaw": jaw, "generator": "lightmark.synth.fit21", "model": str(ict.default_model_path().name),
+        "source": str(data), "limit": limit, "seed": int(seed), "n": len(faces), "n_source": len(ds),
+        "bad_rows": [f"{w}: {r}" for w, r in ds.bad], "skipped": skipped,
+        "fit_error_box_median": round(float(np.median(errs)), 5) if len(errs) else None,
+        "fit_error_box_p90": round(float(np.percentile(errs, 90)), 5) if len(errs) else None,
+        "cpu_ms_per_face": round(float(np.mean(cpu)), 1) if cpu else None,
+        "seconds_this_run": round(secs, 1), "fitted_this_run": len(todo), "workers": workers,
+        "faces": faces,
+    }
+    files.write_text(outp / MANIFEST, json.dumps(stats, indent=0))
+    return {k: v for k, v in stats.items() if k not in ("faces", "bad_rows", "skipped")} | \
+        {"n_skipped": len(skipped), "n_bad_rows": len(ds.bad)}
+
+
+def _read_manifest(outp: Path) -> Optional[dict]:
+    try:
+        return json.loads((outp / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,27 +153,29 @@ def shape_model(model_path: Optional[str] = None, n_id: int = ID_COMPONENTS,
 
 def _project(x3: np.ndarray, s: float, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Rotate, drop z, flip y (model y up, image y down), scale, shift (as synth.profile)."""
-    r = x3 @ rot.T
-    return np.stack([r[:, 0], -r[:, 1]], axis=1) * s + t
+    r = x3 @ rot[:2].T
+    r[:, 1] *= -1.0
+    return r * s + t
 
 
 def _rodrigues(w: np.ndarray) -> np.ndarray:
-    th = float(np.linalg.norm(w))
+    th = math.sqrt(float(w[0] * w[0] + w[1] * w[1] + w[2] * w[2]))
     if th < 1e-12:
         return np.eye(3)
-    k = w / th
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(th) * kx + (1 - np.cos(th)) * kx @ kx
+    kx = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]]) / th
+    return np.eye(3) + math.sin(th) * kx + (1 - math.cos(th)) * (kx @ kx)
 
 
 def _pose_cost(x3: np.ndarray, p2: np.ndarray, s: float, rot: np.ndarray, t: np.ndarray,
                huber_cm: float) -> tuple[float, np.ndarray, np.ndarray]:
     """(Huber cost in pixels^2, residuals, IRLS weights) of a pose."""
     res = _project(x3, s, rot, t) - p2
-    r = np.linalg.norm(res, axis=1)
+    r2 = np.einsum("ij,ij->i", res, res)
+    r = np.sqrt(r2)
     c = huber_cm * s  # the threshold in pixels
-    w = np.where(r <= c, 1.0, c / np.maximum(r, 1e-12))
-    cost = np.where(r <= c, r ** 2, 2 * c * r - c ** 2).sum()
+    inside = r <= c
+    w = np.where(inside, 1.0, c / np.maximum(r, 1e-12))
+    cost = np.where(inside, r2, 2 * c * r - c * c).sum()
     return float(cost), res, w
 
 
@@ -184,22 +187,24 @@ def _pose_gn(x3: np.ndarray, p2: np.ndarray, s: float, rot: np.ndarray, t: np.nd
     n = len(x3)
     cost, res, w = _pose_cost(x3, p2, s, rot, t, huber_cm)
     lam = 1e-3
+    jac = np.zeros((n, 2, 6))
+    jac[:, 0, 4], jac[:, 1, 5] = 1.0, 1.0
     for _ in range(iters):
-        y = x3 @ rot.T
+        y = (x3 @ rot.T) * s
         sw = np.sqrt(w)
-        jac = np.zeros((n, 2, 6))
-        jac[:, 0, 0], jac[:, 1, 0] = s * y[:, 0], -s * y[:, 1]
+        jac[:, 0, 0], jac[:, 1, 0] = y[:, 0], -y[:, 1]
         # d(R x) / dw = -[y]_x for R <- exp([w]) R; the y row is negated by the image flip.
-        jac[:, 0, 1:4] = s * np.stack([np.zeros(n), y[:, 2], -y[:, 1]], axis=1)
-        jac[:, 1, 1:4] = s * np.stack([y[:, 2], np.zeros(n), -y[:, 0]], axis=1)
-        jac[:, 0, 4], jac[:, 1, 5] = 1.0, 1.0
+        jac[:, 0, 2], jac[:, 0, 3] = y[:, 2], -y[:, 1]
+        jac[:, 1, 1], jac[:, 1, 3] = y[:, 2], -y[:, 0]
         jw = (jac * sw[:, None, None]).reshape(-1, 6)
         g = jw.T @ (res * sw[:, None]).reshape(-1)
         h = jw.T @ jw
+        hdiag = h.diagonal().copy() + 1e-9
         for _ in range(8):
-            hd = h + lam * np.diag(np.diag(h) + 1e-9)
+            hd = h.copy()
+            hd.flat[::7] += lam * hdiag
             step = -np.linalg.solve(hd, g)
-            s1 = s * float(np.exp(np.clip(step[0], -0.5, 0.5)))
+            s1 = s * math.exp(min(max(float(step[0]), -0.5), 0.5))
             r1, t1 = _rodrigues(step[1:4]) @ rot, t + step[4:6]
             c1, res1, w1 = _pose_cost(x3, p2, s1, r1, t1, huber_cm)
             if c1 <= cost:

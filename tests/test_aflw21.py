@@ -256,6 +256,8 @@ def test_label_generation_is_readable_and_resumable(sm, tmp_path):
     assert "f3.jpg" in man["skipped"][0]
     # Resumed: nothing is refitted; a face whose labels vanished is.
     assert fit21.fit21_main(str(src), str(out))["fitted_this_run"] == 0
+    runs = json.loads((out / "manifest.json").read_text())["runs"]
+    assert [r["fitted"] for r in runs] == [4, 0]
     (out / "f1.pts").unlink()
     again = fit21.fit21_main(str(src), str(out))
     assert again["fitted_this_run"] == 1 and again["n"] == 3

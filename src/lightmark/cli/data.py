@@ -39,7 +39,8 @@ def cmd_fit21(args: argparse.Namespace) -> int:
         print(f"{report['n']} faces ({len(report['failed'])} failed), jaw {args.jaw}, "
               f"{report['cpu_ms_per_face']} ms CPU per face; NME (% of the GT box) by |yaw|:")
         print("points      0-30   30-60   60-90  balanced   mean")
-        for part, label in (("all", "0-67"), ("inner", "17-67"), ("jaw", "0-16")):
+        for part, label in (("all", "0-67"), ("inner", "17-67"), ("jaw", "0-16"),
+                            ("common14_fit", "14 fit"), ("common14_clicks", "14 click")):
             r = report[part]
             print(f"{label:8s} " + " ".join(f"{100 * r[k]:7.2f}" for k in
                                             ("yaw_0_30", "yaw_30_60", "yaw_60_90", "yaw_balanced", "mean")))

@@ -335,6 +335,11 @@ def fit21(points21: np.ndarray, model_path: Optional[str] = None, rounds: int = 
 # ------------------------------------------------------------------------------------------
 # choosing the vertices of the 7 points that are not iBUG points
 
+# Where the choice starts: a pupil, iBUG 31 / 35, a vertex beside each ear, between the lips
+# (round 1 does not use them: it fits the 14 iBUG points alone).
+_PROVISIONAL: dict[int, tuple[int, ...]] = {7: (24223,), 10: (22653,), 12: (7620,), 13: (1140,),
+                                            15: (3360,), 16: (6893,), 18: (5533, 5517)}
+
 #: Groups chosen together: a picture-left point (model x < 0) and its mirror image, or one point.
 _GROUPS = {"eye centres": (7, 10), "nose wings": (13, 15), "ears": (12, 16), "mouth centre": (18,)}
 # Search radius (cm) around each group's anchor; the ears' clicks vary most (lobe, tragus).
@@ -383,7 +388,8 @@ def _mirror_sets(model: ict.ICTModel, sets: Sequence[tuple[int, ...]]) -> list[t
 
 
 def choose_vertices(faces: Sequence[np.ndarray], rounds: int = 2, model_path: Optional[str] = None,
-                    clip: float = 0.2, log: Callable[[str], None] = lambda _m: None) -> tuple[dict, dict]:
+                    clip: float = 0.2, log: Callable[[str], None] = lambda _m: None,
+                    groups: Optional[Sequence[str]] = None, start: Optional[dict] = None) -> tuple[dict, dict]:
     """Choose :data:`AFLW21_VERTICES` from clicked faces ((21, 2) each, NaN = not visible).
 
     Round 1 fits each face to the 14 iBUG points only; every candidate vertex set is projected
@@ -391,20 +397,25 @@ def choose_vertices(faces: Sequence[np.ndarray], rounds: int = 2, model_path: Op
     clicks (mean distance / fitted 68-point box size, each face's term clipped at ``clip`` so a
     failed fit cannot decide). Later rounds fit to all other points (the current choices) but
     leave the group being chosen out, so a choice is never judged by a fit that used it.
+    ``groups`` limits the choice to some of :data:`_GROUPS`; ``start`` (default: the provisional
+    choice, :data:`_PROVISIONAL`) is where the others stay. With ``start`` given, round 1 also
+    uses the other groups' points (it is then a later round).
     Returns (choice, report: per group the chosen sets and their held-out errors, per round).
     """
     m = ict.load_ict(model_path)
     base = shape_model(m.path)
-    choice = dict(AFLW21_VERTICES)
+    choice = dict(_PROVISIONAL if start is None else start)
     cands = {g: _candidates(m, g) for g in _GROUPS}
     report: dict = {"faces": len(faces), "rounds": []}
     for rnd in range(rounds):
         sm = base.with_points(_vertex_sets(m, choice))
         rr: dict = {}
         for g, pts in _GROUPS.items():
+            if groups is not None and g not in groups:
+                continue
             use = np.ones(NUM_POINTS_AFLW21, bool)
-            if rnd == 0:
-                use[list(AFLW21_VERTICES)] = False  # the 14 iBUG points only
+            if rnd == 0 and start is None:
+                use[list(_PROVISIONAL)] = False  # the 14 iBUG points only
             else:
                 use[list(pts)] = False
             left = cands[g]
@@ -479,8 +490,12 @@ def check_aflw2000(folder: Union[str, Path], jaw: str = "substitute", model_path
 
     Returns per part (``all`` 0-67, ``inner`` 17-67, ``jaw`` 0-16) the yaw bins of
     :func:`lightmark.core.metrics.yaw_bins` (fractions) and the mean, plus ``n``, ``failed``
-    (files whose fit raised) and ``cpu_ms_per_face``.
+    (files whose fit raised) and ``cpu_ms_per_face``. For scale, ``common14_clicks`` and
+    ``common14_fit`` compare the clicks themselves and the fit with ``pt3d_68`` on the 14 shared
+    points (those visible in each face).
     """
+    from lightmark.data.aflw21 import AFLW21_COMMON, IBUG68_COMMON
+
     from lightmark.core.metrics import box_size, yaw_bins
     from lightmark.data.aflw21 import read_aflw2000_pt2d
     from lightmark.data.formats import read_aflw_mat
@@ -489,7 +504,7 @@ def check_aflw2000(folder: Union[str, Path], jaw: str = "substitute", model_path
     if not files:
         raise ProfileError(f"{folder}: no AFLW2000-3D .mat files")
     sm = shape_model(model_path, jaw=jaw)
-    pred, gt, yaw, failed, cpu = [], [], [], [], 0.0
+    pred, gt, yaw, clicks, failed, cpu = [], [], [], [], [], 0.0
     for f in files:
         g, meta = read_aflw_mat(f)
         p21 = read_aflw2000_pt2d(f)
@@ -502,6 +517,7 @@ def check_aflw2000(folder: Union[str, Path], jaw: str = "substitute", model_path
         finally:
             cpu += time.process_time() - t0
         pred.append(r.points68)
+        clicks.append(p21)
         gt.append(g)
         yaw.append(meta.get("yaw_deg", np.nan))
     pr, gt_, yw = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(yaw)
@@ -511,6 +527,13 @@ def check_aflw2000(folder: Union[str, Path], jaw: str = "substitute", model_path
     for part, sl in (("all", slice(0, 68)), ("inner", slice(17, 68)), ("jaw", slice(0, 17))):
         e = np.linalg.norm(pr[:, sl] - gt_[:, sl], axis=-1).mean(axis=1) / box
         out[part] = {**yaw_bins(e, yw), "mean": float(e.mean())}
+    g14 = gt_[:, IBUG68_COMMON]
+    c14 = np.asarray(clicks, np.float64)[:, AFLW21_COMMON]
+    seen = np.isfinite(c14).all(axis=-1)
+    for name, pts in (("common14_clicks", c14), ("common14_fit", pr[:, IBUG68_COMMON])):
+        d = np.where(seen, np.linalg.norm(np.nan_to_num(pts) - g14, axis=-1), 0.0)
+        e = d.sum(axis=1) / np.maximum(seen.sum(axis=1), 1) / box
+        out[name] = {**yaw_bins(e, yw), "mean": float(e.mean())}
     return out
 
 
@@ -643,10 +666,13 @@ def fit21_main(data: str, out: str, limit: Optional[int] = None, seed: int = 0, 
         "fit_error_box_p90": round(float(np.percentile(errs, 90)), 5) if len(errs) else None,
         "cpu_ms_per_face": round(float(np.mean(cpu)), 1) if cpu else None,
         "seconds_this_run": round(secs, 1), "fitted_this_run": len(todo), "workers": workers,
+        # Every run into this folder (a resumed run adds one): what the labels cost in all.
+        "runs": (old or {}).get("runs", []) + [{"seconds": round(secs, 1), "fitted": len(todo),
+                                                  "workers": workers}],
         "faces": faces,
     }
     files.write_text(outp / MANIFEST, json.dumps(stats, indent=0))
-    return {k: v for k, v in stats.items() if k not in ("faces", "bad_rows", "skipped")} | \
+    return {k: v for k, v in stats.items() if k not in ("faces", "bad_rows", "skipped", "runs")} | \
         {"n_skipped": len(skipped), "n_bad_rows": len(ds.bad)}
 
 

@@ -11,12 +11,14 @@ one model vertex (or the mean of a few): the 14 that coincide with iBUG points
 other 7 (eye centres, nose wings, mouth centre, ears) the vertices in :data:`AFLW21_VERTICES`,
 chosen by :func:`choose_vertices` on AFLW training faces (never on AFLW2000-3D).
 
-Fitting (:func:`fit21`). Invisible points (NaN) are left out. The pose starts from several yaws
-(weak perspective has near-mirror solutions when few points are seen) and each start is refined by
-Gauss-Newton with the mean shape; the best start then alternates a bounded ridge least squares
-for the shape with a Gauss-Newton pose refinement. Residuals get Huber weights, so a single badly
-clicked point pulls less than the rest. The jaw is *not* matched to the visible contour (unlike
-:func:`lightmark.synth.profile.fit_ict`): in the 3D convention the jaw is on fixed vertices.
+Fitting (:func:`fit21`). Invisible points (NaN) are left out. The pose starts from the affine
+solution and several yaws (weak perspective has near-mirror solutions when few points are seen);
+each start is refined by Levenberg-Marquardt with the mean shape, and the best one then alternates
+a bounded ridge least squares for the shape with a Levenberg-Marquardt pose refinement. Residuals
+get Huber weights, so a single badly clicked point pulls less than the rest. The jaw is *not*
+matched to the visible contour (unlike :func:`lightmark.synth.profile.fit_ict`): in the 3D
+convention the jaw is on fixed vertices, by default the ICT README's jaw-line substitutes
+(:data:`JAW_CHOICES`).
 
 Measurements (accuracy against AFLW2000-3D, speed) are in docs/LARGE_POSE_DATA.md.
 """

@@ -84,7 +84,7 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
     seed, files), ``box_source`` and the detector's mapping.
     """
     from lightmark.data.protocol import select_split
-    from lightmark.data.readers import LandmarkDataset, open_dataset
+    from lightmark.data.readers import LandmarkDataset, open_dataset, require_68
 
     if box_source not in BOX_SOURCES:
         raise EvaluationError(f"unknown box_source {box_source!r}; expected one of {BOX_SOURCES}")
@@ -98,6 +98,7 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     if not isinstance(dataset, LandmarkDataset):
         dataset = open_dataset(dataset)
+    require_68(dataset, "evaluate")
     ds = select_split(dataset, split, seed, val_fraction)
     if len(ds) == 0:
         raise EvaluationError(f"{dataset.name}: split {split!r} (seed {seed}) is empty")

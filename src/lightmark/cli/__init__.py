@@ -1,7 +1,7 @@
 """`lightmark` command line: the one place where arguments are parsed.
 
 Each subcommand's work lives in a module of this package (``models.py``: info, train, export,
-evaluate, fit-box-mapping; ``predict.py``; ``data.py``: synth, profile, baseline-table), and
+evaluate, fit-box-mapping; ``predict.py``; ``data.py``: synth, profile, fit21, baseline-table), and
 each calls a library function. Every command returns an exit status; bad input (a missing file, a
 bad box, an unreadable image) ends with a one-line message naming the problem and status 2,
 never a traceback.
@@ -113,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="a labelled folder (HELEN train, UTKFace)")
     data_engine_args(sp)
     sp.add_argument("--max-yaw", type=float, default=60.0)
+
+    sp = add("fit21", data.cmd_fit21,
+             "68-point labels (3D convention) for AFLW 21-point faces by fitting the ICT face model; "
+             "or, with --check, the fit's accuracy on AFLW2000-3D.")
+    sp.add_argument("--data", help="an AFLW 21-point folder (aflw21.csv + images/) or its CSV")
+    sp.add_argument("--out", help="output folder: NAME.pts (1-based) + NAME.jpg + manifest.json; "
+                                  "resumable (finished faces are kept)")
+    sp.add_argument("--limit", type=int, help="a seeded random subset of this many faces")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    sp.add_argument("--workers", type=int, default=1, help="processes (0: one per CPU core)")
+    sp.add_argument("--jaw", default="substitute", choices=["substitute", "landmarks68"],
+                    help="jaw vertices of the 68 labels (see docs/LARGE_POSE_DATA.md)")
+    sp.add_argument("--check", metavar="AFLW2000_DIR",
+                    help="instead: fit each .mat's 21 pt2d points and score the 68 against its pt3d_68")
+    sp.add_argument("--json", help="with --check: write the report here")
+    sp.add_argument("--progress", action="store_true", help="show a progress bar")
 
     sp = add("baseline-table", data.cmd_baseline_table,
              "Reproduce the original write-up's four-row augmentation table (alias: seed-table).",

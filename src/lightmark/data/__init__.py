@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from lightmark.data.protocol import read_file_list, select_split, split_aflw, subset_by_names, write_file_list
-from lightmark.data.readers import KINDS, DataError, LandmarkDataset, Record, Sample, open_dataset
+from lightmark.data.readers import KINDS, DataError, LandmarkDataset, Record, Sample, open_dataset, require_68
 
 __all__ = [
     "KINDS",
@@ -14,6 +14,7 @@ __all__ = [
     "Record",
     "Sample",
     "open_dataset",
+    "require_68",
     "read_file_list",
     "select_split",
     "split_aflw",

@@ -22,6 +22,9 @@ Per format:
   A pixel-corner convention would have put it at -0.5 px, so we use the values as they are.
 * **CSV tables** (ytf_keypoints, utkface_dlib68): 0-based pixels per the data notes (dlib's
   convention), used as they are.
+* **AFLW-21 tables** (``aflw21.csv``: ``image,yaw_deg,x0,y0,...,x20,y20``): 0-based pixels of the
+  crops, used as they are. The one kind whose records do *not* hold 68 points: see
+  :func:`open_aflw21` and :func:`require_68`.
 
 Bad input raises :class:`DataError` (a ``ValueError``) naming the file and the problem. With
 ``skip_bad=True`` label problems found at open time are skipped instead and listed in
@@ -43,6 +46,7 @@ import numpy as np
 from lightmark.core.errors import DataError, ImageError
 from lightmark.core.geometry import NUM_POINTS
 from lightmark.core.imaging import IMAGE_SUFFIXES, load_image
+from lightmark.data.aflw21 import NUM_POINTS_AFLW21, looks_like_aflw21_csv, read_aflw21_csv
 from lightmark.data.formats import (_check_points, _fast_table, _is_number, _parse_xy_lines, _read_text,
                                     read_aflw_mat, read_facesynthetics_labels, read_keypoint_csv,
                                     read_pts)
@@ -54,6 +58,7 @@ KINDS = {
     "aflw2000": "imageNNNNN.mat with pt3d_68 beside imageNNNNN.jpg (AFLW2000-3D)",
     "pts": "NAME.pts beside NAME.jpg/.png (300W: AFW, HELEN, ...)",
     "csv": "a .csv of rows name,x0,y0,...,x67,y67 with the images in a sibling folder",
+    "aflw21": "aflw21.csv of rows image,yaw_deg,x0,y0,...,x20,y20 beside images/ (AFLW, 21 points)",
 }
 
 PathLike = Union[str, Path]
@@ -64,7 +69,7 @@ class Record:
     """One labelled face: where its image is, its 68 points, and what else is known about it."""
 
     image_path: Path
-    points: np.ndarray  # float32 (68, 2), 0-based pixel centres
+    points: np.ndarray  # float32 (68, 2), 0-based pixel centres; (21, 2) with NaN for kind "aflw21"
     meta: dict = field(default_factory=dict)
 
 
@@ -118,6 +123,11 @@ class LandmarkDataset:
             except ValueError:
                 out.append(rec.image_path.as_posix())
         return out
+
+    @property
+    def num_points(self) -> int:
+        """Points per record: 68, except 21 for kind ``"aflw21"``."""
+        return NUM_POINTS_AFLW21 if self.kind == "aflw21" else NUM_POINTS
 
     def __repr__(self) -> str:
         return f"LandmarkDataset({self.name!r}, kind={self.kind!r}, {len(self)} records, {len(self.bad)} bad)"
@@ -291,6 +301,48 @@ def _looks_like_keypoint_csv(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# AFLW 21-point tables
+
+
+def open_aflw21(table: Path, skip_bad: bool, limit: Optional[int], seed: int) -> _Collector:
+    """Records of an ``aflw21.csv`` table (images in ``images/`` beside it, or beside the table).
+
+    Unlike every other kind, ``Record.points`` is float32 **(21, 2)** in AFLW's order
+    (:data:`lightmark.data.aflw21.AFLW21_NAMES`), NaN where the point was not visible
+    (``-1,-1`` in the file). ``meta``: ``yaw_deg`` (the table's), ``num_points`` 21,
+    ``convention`` ``"aflw21"``, ``source``, ``table``, ``row``. Code that needs 68 points calls
+    :func:`require_68`, which refuses these; ``lightmark fit21`` turns them into 68-point labels.
+    """
+    rows = read_aflw21_csv(table)
+    names = [n for n, _, _ in rows if n]
+    if not names:
+        raise DataError(f"{table}: no image names in the table")
+    folder, listing = _csv_image_folder(table, names)
+
+    def make(row: tuple) -> Record:
+        name, line, val = row
+        if isinstance(val, DataError):
+            raise val
+        if not name or name not in listing:
+            raise DataError(f"{table}: row {line}: missing image {folder / name}")
+        yaw, pts = val
+        return Record(folder / name, pts, {"source": "aflw21", "yaw_deg": yaw, "num_points": NUM_POINTS_AFLW21,
+                                           "convention": "aflw21", "table": table.name, "row": line})
+
+    return _collect(rows, make, lambda r: f"{table}: row {r[1]}", skip_bad, limit, seed)
+
+
+def require_68(dataset: LandmarkDataset, what: str) -> LandmarkDataset:
+    """``dataset`` if its records hold 68 points, else a :class:`DataError` saying ``what`` needs
+    68-point labels (AFLW-21 tables do not have them)."""
+    if dataset.num_points != NUM_POINTS:
+        raise DataError(f"{dataset.root or dataset.name}: {what} needs 68-point labels, but this "
+                        f"{dataset.kind!r} data set has {dataset.num_points} points per face; make "
+                        "68-point labels for it first (lightmark fit21)")
+    return dataset
+
+
+# --------------------------------------------------------------------------------------------
 # open_dataset
 
 
@@ -307,7 +359,9 @@ def _sniff(folder: Path, names: set[str]) -> dict[str, list]:
         elif low.endswith(".csv"):
             found["csv"].append(n)
     # A .csv counts only if it has the shape of a 68-point table (other CSVs may sit beside data).
-    found["csv"] = [n for n in found["csv"] if _looks_like_keypoint_csv(folder / n)]
+    csvs = found["csv"]
+    found["csv"] = [n for n in csvs if _looks_like_keypoint_csv(folder / n)]
+    found["aflw21"] = [n for n in csvs if looks_like_aflw21_csv(folder / n)]
     return {k: sorted(v) for k, v in found.items()}
 
 
@@ -351,6 +405,10 @@ def open_dataset(path: PathLike, kind: Optional[str] = None, skip_bad: bool = Fa
     k = kinds[0]
     if k == "csv":
         col = _open_csv([p / n for n in found[k]], p.name, skip_bad, limit, seed)
+    elif k == "aflw21":
+        if len(found[k]) > 1:
+            raise DataError(f"{p}: holds several AFLW-21 tables ({', '.join(found[k])}); open one by its path")
+        col = open_aflw21(p / found[k][0], skip_bad, limit, seed)
     else:
         col = _open_beside(k, p, found[k], names, skip_bad, limit, seed)
     return _finish(col, p.name, k, p, p)
@@ -371,13 +429,17 @@ def _open_file(p: Path, kind: Optional[str], skip_bad: bool, limit: Optional[int
                         f"{p.stem}.mat, {p.stem}.pts)")
     if kind is None:
         kind = ("facesynthetics" if low.endswith("_ldmks.txt") else "aflw2000" if low.endswith(".mat")
-                else "pts" if low.endswith(".pts") else "csv" if low.endswith(".csv") else None)
+                else "pts" if low.endswith(".pts")
+                else "aflw21" if low.endswith(".csv") and looks_like_aflw21_csv(p)
+                else "csv" if low.endswith(".csv") else None)
     if kind is None:
         raise DataError(f"{p}: unrecognised data file: expected NNNNNN_ldmks.txt, .mat, .pts, .csv "
                         "or an image with one of them beside it")
     if kind == "csv":
         col = _open_csv([p], folder.name, skip_bad, limit, seed)
         return _finish(col, p.stem, kind, folder, p)
+    if kind == "aflw21":
+        return _finish(open_aflw21(p, skip_bad, limit, seed), folder.name, kind, folder, p)
     names = _listdir(folder)
     col = _open_beside(kind, folder, [p.name], names, skip_bad, limit, seed)
     return _finish(col, p.stem, kind, folder, p)

@@ -375,9 +375,9 @@ def profile_face(image: np.ndarray, points68: np.ndarray, yaw_delta_deg: float,
 def _source(data: str, seed: int):
     """``(data set, order, relative names)`` of a profiling run: the faces in the order the run
     uses them (a permutation drawn from ``seed``)."""
-    from lightmark.data.readers import open_dataset
+    from lightmark.data.readers import open_dataset, require_68
 
-    ds = open_dataset(data, skip_bad=True)
+    ds = require_68(open_dataset(data, skip_bad=True), "profile")
     return ds, np.random.default_rng(seed).permutation(len(ds)), ds.relative_names()
 
 

@@ -17,7 +17,7 @@ from lightmark.core.boxmap import DEFAULT_MAPPING, BoxMapping
 from lightmark.core.errors import BoxMappingError
 from lightmark.core.files import write_text
 from lightmark.core.geometry import LANDMARK_CROP_SCALE, box_iou, landmark_box, match_detection
-from lightmark.data.readers import open_dataset
+from lightmark.data.readers import open_dataset, require_68
 from lightmark.runtime.detector import FaceDetector
 
 PathLike = Union[str, Path]
@@ -26,7 +26,7 @@ PathLike = Union[str, Path]
 def _samples(paths: Sequence[PathLike], limit: Optional[int], seed: int) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
     """(source, image, points) from each data set, at most ``limit`` per set (seeded choice)."""
     for path in paths:
-        ds = open_dataset(path)
+        ds = require_68(open_dataset(path), "fit-box-mapping")
         idx = np.arange(len(ds))
         if limit is not None and len(idx) > limit:
             idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))

@@ -23,7 +23,7 @@ import torch
 from lightmark.core.config import Config, apply_overrides, load_config, validate_config
 from lightmark.core.errors import ConfigError
 from lightmark.core.files import write_text
-from lightmark.data.readers import LandmarkDataset, open_dataset
+from lightmark.data.readers import LandmarkDataset, open_dataset, require_68
 from lightmark.models import TorchPredictor, build_model, load_model, save_model
 from lightmark.training.checkpoints import load_checkpoint, model_meta, save_checkpoint
 from lightmark.training.data import CropCache, EpochSampler, TrainSet
@@ -128,7 +128,8 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     t0 = time.time()
     caches, weights = [], []
     for src in cfg.train_data:
-        ds = open_dataset(src.path, kind=src.kind, skip_bad=skip_bad, limit=src.limit, seed=t.seed)
+        ds = require_68(open_dataset(src.path, kind=src.kind, skip_bad=skip_bad, limit=src.limit,
+                                     seed=t.seed), "training")
         caches.append(CropCache(ds, cfg.model.input_size, cfg.crop_scale, skip_bad, say))
         weights.append(src.weight)
         say(f"data {src.path}: {len(caches[-1])} samples, weight {src.weight}")
@@ -136,7 +137,7 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     train_set = TrainSet(cfg, caches, weights)
     val_set, val_split = None, "all"
     if cfg.val_data:
-        val_set = open_dataset(cfg.val_data, limit=t.val_limit, seed=t.seed)
+        val_set = require_68(open_dataset(cfg.val_data, limit=t.val_limit, seed=t.seed), "validation")
         val_split = "val" if val_set.kind == "aflw2000" else "all"
     # An epoch is one pass over the mixed data (at least one batch per process), or a fixed count.
     n_draws = (t.steps_per_epoch * t.batch_size * world) if t.steps_per_epoch \

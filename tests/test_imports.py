@@ -44,6 +44,8 @@ ALLOWED: dict[str, Optional[set[str]]] = {
     "evaluate": {"core", "data"},
     "export": {"core", "models"},
     "synth": {"core", "data"},
+    "tracking": {"core"},  # drives a Landmarker handed to it; never imports the API
+    "video": {"core"},
     "lightmark": set(),  # `import lightmark` stays cheap: its names load lazily
     "__main__": {"cli"},  # `python -m lightmark`
     "cli": None,

@@ -24,7 +24,7 @@ This module never imports torch unless ``backend="torch"`` or a ``.safetensors``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -190,6 +190,24 @@ class Landmarker:
         points = self._predict_groups(imgs, [d[:, :4].astype(np.float64) for d in dets], "face")
         return [[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p) for d, p in zip(ds, pts)]
                 for ds, pts in zip(dets, points)]
+
+    def track(self, frames: Iterable[ImageLike], detect_every: int = 30, smooth: bool = True,
+              fps: float = 30.0, timestamps: Optional[Iterable[float]] = None,
+              **options: Any) -> Iterator[list[Face]]:
+        """Track faces over video frames (RGB uint8 arrays); yields each frame's list of ``Face``
+        (with ``track_id``, ``quality`` and ``pose``) as soon as that frame is done.
+
+        The detector runs on the first frame, every ``detect_every`` frames and when a face is
+        lost; in between each face is cropped from its own previous landmarks (one model pass).
+        ``smooth``: One Euro filter on the points. ``fps`` gives the frame times unless
+        ``timestamps`` (seconds) are given. ``options`` go to
+        :class:`lightmark.tracking.FaceTracker` (e.g. ``max_faces``, ``min_quality``).
+        """
+        from lightmark.tracking import FaceTracker
+
+        # Built here, not inside a generator, so bad options fail at the call.
+        tracker = FaceTracker(self, detect_every=detect_every, smooth=smooth, fps=fps, **options)
+        return tracker.run(frames, timestamps)
 
     def align(self, image: ImageLike, face_or_points: Union[Face, np.ndarray], style: str = "ffhq",
               size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from lightmark.cli import align, data, models, predict
+from lightmark.cli import align, data, models, predict, video
 from lightmark.core.errors import CliError
 
 
@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=0.7, help="detector score threshold")
     sp.add_argument("--no-refine", action="store_true", help="skip the second, re-centred pass")
     sp.add_argument("--quiet", action="store_true")
+
+    sp = add("video", video.cmd_video, "Track faces through a video (or a folder of frames): landmarks per "
+                                       "frame as JSON Lines or CSV, and an annotated video.")
+    sp.add_argument("input", help="a video file OpenCV can open, or a folder of frames (sorted by name)")
+    model_args(sp)
+    sp.add_argument("--out", help="annotated video (mp4v; .mp4, .mov, .avi or .mkv)")
+    rec = sp.add_mutually_exclusive_group()
+    rec.add_argument("--json", metavar="FILE", help="JSON Lines, one frame per line ('-': stdout)")
+    rec.add_argument("--csv", metavar="FILE", help="CSV, one row per face and frame ('-': stdout)")
+    sp.add_argument("--every", type=int, default=30,
+                    help="run the face detector every N frames (and when a face is lost; 0: only then)")
+    sp.add_argument("--no-smooth", action="store_true", help="raw landmarks, no temporal smoothing")
+    sp.add_argument("--fps", type=float, help="frame rate for the times (default: the video's; 30 for folders)")
+    sp.add_argument("--max-faces", type=int, default=None, help="track at most this many faces")
+    sp.add_argument("--threshold", type=float, default=0.7, help="detector score threshold")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     sp = add("align", align.cmd_align, "Aligned crops (FFHQ or ArcFace) of every face in photos.")
     sp.add_argument("images", nargs="+", help="image files, folders or glob patterns")

@@ -41,6 +41,18 @@ class AlignError(LightmarkError):
     """Points, a style or a size that an aligned crop cannot be made from."""
 
 
+class SmoothingError(LightmarkError):
+    """Bad filter parameters or input (shape change, non-increasing time, NaN)."""
+
+
+class TrackingError(LightmarkError):
+    """Bad tracker arguments or frames; the message says which."""
+
+
+class VideoError(LightmarkError):
+    """A video or frame folder that cannot be read, or an output that cannot be written."""
+
+
 class BoxMappingError(LightmarkError):
     """A detector-box -> crop mapping file or value that cannot be used."""
 

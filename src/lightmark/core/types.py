@@ -8,7 +8,7 @@ implements :class:`Detector`, and so can any other face detector handed to ``Lan
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -17,11 +17,19 @@ from lightmark.core.boxmap import BoxMapping
 
 @dataclass
 class Face:
-    """One face: the detector's ``box`` (x1, y1, x2, y2) and ``score``, and its 68 ``points``."""
+    """One face: the detector's ``box`` (x1, y1, x2, y2) and ``score``, its 68 ``points`` and its
+    head ``pose`` (yaw, pitch, roll in degrees, :func:`lightmark.core.pose.head_pose`).
+
+    From :meth:`Landmarker.track` also ``track_id`` (stable over frames) and ``quality`` (in
+    (0, 1), :mod:`lightmark.core.quality`); there ``box`` is the tight box around the points.
+    """
 
     box: np.ndarray  # float32 (4,)
     score: float
     points: np.ndarray  # float32 (68, 2), image pixels
+    track_id: Optional[int] = None
+    quality: Optional[float] = None
+    pose: Optional[np.ndarray] = None  # float (3,): yaw, pitch, roll in degrees
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -62,3 +62,26 @@ class TorchPredictor:
         if not out:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32)
         return np.concatenate(out).astype(np.float32)
+
+    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
+                          ) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Like :meth:`predict_crops`, and the raw model output (numpy) beside the points
+        (points ``None`` with ``decode_points=False``)."""
+        c = np.asarray(crops)
+        if c.ndim == 3:
+            c = c[None]
+        s = self.input_size
+        if c.dtype != np.uint8 or c.ndim != 4 or c.shape[1:] != (s, s, 3):
+            raise ValueError(f"predict_crops_raw: expected uint8 crops of shape (N, {s}, {s}, 3), "
+                             f"got {c.dtype} {c.shape}")
+        raw: list[np.ndarray] = []
+        with torch.inference_mode():
+            for i in range(0, len(c), self.batch_size):
+                x = torch.from_numpy(to_input(c[i:i + self.batch_size])).to(self.device)
+                raw.append(self.model(x).float().cpu().numpy())
+        if not raw:
+            return np.zeros((0, self.model_cfg.num_points, 2), np.float32), np.zeros((0,), np.float32)
+        out = np.concatenate(raw)
+        if not decode_points:
+            return None, out
+        return decode(out, self.model_cfg, self.codec_cfg).astype(np.float32), out

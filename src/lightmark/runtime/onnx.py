@@ -8,7 +8,7 @@ truncated ``.onnx`` never runs with the wrong metadata.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -95,3 +95,30 @@ class OnnxPredictor:
             y = self.run(x)[:n]
             out.append(decode(y, self.meta["model"], self.meta.get("codec")))
         return np.concatenate(out).astype(np.float32)
+
+    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
+                          ) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Like :meth:`predict_crops`, and the raw network output beside the points:
+        (float32 (N, K, 2) points, the output array, e.g. (N, K, h, w) logits). For scores
+        computed from the maps (:mod:`lightmark.core.quality`). ``decode_points=False``: points
+        ``None`` (for a caller that decodes the output itself)."""
+        c = np.asarray(crops)
+        if c.ndim == 3:
+            c = c[None]
+        s = self.input_size
+        if c.ndim != 4 or c.shape[1:] != (s, s, 3) or c.dtype != np.uint8:
+            raise ModelFileError(f"{self.onnx_path.name}: crops must be uint8 (N, {s}, {s}, 3), "
+                                 f"got {c.dtype} {c.shape}")
+        raw = []
+        for i in range(0, len(c), self.chunk):
+            x = to_input(c[i:i + self.chunk])
+            n = len(x)
+            if self._fixed_batch and n < self._fixed_batch:
+                x = np.concatenate([x, np.zeros((self._fixed_batch - n,) + x.shape[1:], x.dtype)])
+            raw.append(self.run(x)[:n])
+        if not raw:
+            return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0,), np.float32)
+        out = np.concatenate(raw) if len(raw) > 1 else raw[0]
+        if not decode_points:
+            return None, out
+        return decode(out, self.meta["model"], self.meta.get("codec")).astype(np.float32), out

@@ -45,6 +45,9 @@ BOX_KINDS = ("face", "landmarks")
 #: Refinement is skipped for a face when its predicted landmark crop is this far (ratio) from the
 #: first crop: well outside the face-to-face spread of the fitted detector mapping.
 REFINE_SIDE_RANGE = (0.7, 1.4)
+#: A box may be at most this many times the image's larger side, and at least one pixel: anything
+#: else is not a face in this image (and a 1e9-pixel box would only crop a dot).
+MAX_BOX_TO_IMAGE = 16.0
 
 
 
@@ -270,9 +273,15 @@ class Landmarker:
                 geometry.as_box(row)
             except ValueError as e:
                 raise LandmarkerError(f"box {i}: {e}") from None
+            shown = tuple(round(float(v), 1) for v in row)
             # A box wholly outside the picture would give an all-black crop and confident nonsense.
             if row[2] <= 0 or row[3] <= 0 or row[0] >= w or row[1] >= h:
-                raise LandmarkerError(f"box {i} {tuple(np.round(row, 1))} lies outside the {w}x{h} image")
+                raise LandmarkerError(f"box {i} {shown} lies outside the {w}x{h} image")
+            side = max(row[2] - row[0], row[3] - row[1])
+            if side < 1 or side > MAX_BOX_TO_IMAGE * max(w, h):
+                raise LandmarkerError(
+                    f"box {i} {shown}: a side of {float(side):.3g} px is absurd for the {w}x{h} "
+                    f"image (boxes span 1 px to {MAX_BOX_TO_IMAGE:g}x the image's larger side)")
         return b
 
 

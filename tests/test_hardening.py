@@ -132,11 +132,65 @@ def test_cli_huge_box_ends_quickly(model, capsys) -> None:
     assert rc == 2 and "absurd" in err and time.monotonic() - t < 10
 
 
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
+    # A writer killed between its temporary and the rename (the fault hook's first step).
+    target = tmp_path / "report.json"
+    r = python(f"""
+        from lightmark.core.files import write_text
+        write_text({str(target)!r}, "x")
+        """, env={"LIGHTMARK_TEST_KILL_AT_WRITE": "1"})
+    assert r.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and not target.exists()
+    # A temporary of a live writer (this process) is left alone.
+    mine = tmp_path / (files.temp_name(tmp_path / "other.json") + "abcdefgh.tmp")
+    mine.write_text("in progress")
+    removed = files.clean_stale_temporaries(tmp_path)
+    assert removed == left and mine.exists() and not left[0].exists()
+    # atomic writes sweep a folder by themselves (once per process).
+    r = python(f"""
+        import pathlib
+        from lightmark.core.files import write_text
+        p = pathlib.Path({str(tmp_path)!r})
+        stale = p / ".a.json.{files._HOST}-999999999.zzzzzzzz.tmp"
+        stale.write_text("old")
+        write_text(p / "b.json", "{{}}")
+        print(stale.exists())
+        """)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. smaller ones
+
+
+def test_write_errors_name_the_file_not_the_temporary(tmp_path, capsys, model) -> None:
+    (tmp_path / "r.json").mkdir()  # a folder where the report should go
+    with pytest.raises(OSError) as ei:
+        files.write_text(tmp_path / "r.json", "{}")
+    assert "r.json" in str(ei.value) and ".tmp" not in str(ei.value)
+    rc, _, err = run(["predict", str(EXAMPLE), "--model", model, "--json", str(tmp_path / "r.json")],
+                     capsys)
+    assert rc == 2 and ".tmp" not in err and "r.json" in err
+
+
 def test_messages_show_plain_numbers() -> None:
     for bad in [(5.0, 5.0, 1.0, 10.0), np.array([0, 0, np.nan, 4])]:
         with pytest.raises(GeometryError) as ei:
             geometry.as_box(bad)
         assert "np.float64" not in str(ei.value)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with files.atomic_path(tmp_path / "x.bin") as tmp:
+        # A writer that replaces the file with a private one (safetensors' save_file does).
+        tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"data")
+        os.close(fd)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_all_errors_are_lightmark_errors() -> None:

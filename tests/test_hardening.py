@@ -132,6 +132,158 @@ def test_cli_huge_box_ends_quickly(model, capsys) -> None:
     assert rc == 2 and "absurd" in err and time.monotonic() - t < 10
 
 
+@pytest.mark.parametrize("value", ["1e7", "1e30", "-3e6"])
+def test_absurd_label_coordinates_are_refused_by_name(tmp_path, value) -> None:
+    d = pts_set(tmp_path / "set")
+    text = (d / "face1.pts").read_text().splitlines()
+    text[3] = f"{value} 20.0"
+    (d / "face1.pts").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match="face1.pts.*absurd"):
+        open_dataset(d)
+    ds = open_dataset(d, skip_bad=True)  # --skip-bad skips it
+    assert len(ds) == 2 and "face1.pts" in ds.bad[0][0]
+
+
+def test_labels_far_outside_their_image_are_refused_at_load(tmp_path, model, capsys) -> None:
+    # 5000 px is not absurd in itself, but it is for a 100 px photo: found when the image is read.
+    d = pts_set(tmp_path / "set")
+    pts = face_points() + 1
+    pts[5] = (5000.0, 20.0)
+    write_pts(d / "face1.pts", pts)
+    ds = open_dataset(d)
+    with pytest.raises(DataError, match=r"face1\.pts.*far outside the 100x100 image"):
+        ds[1]
+    t = time.monotonic()
+    rc, _, err = run(["evaluate", "--data", str(d), "--model", model, "--quiet"], capsys)
+    assert rc == 2 and "face1.pts" in err and time.monotonic() - t < 30
+
+
+def test_training_cache_skips_absurd_labels(tmp_path) -> None:
+    pytest.importorskip("torch")
+    from lightmark.training.data import CropCache
+
+    d = pts_set(tmp_path / "set")
+    pts = face_points() + 1
+    pts[5] = (5000.0, 20.0)
+    write_pts(d / "face1.pts", pts)
+    ds = open_dataset(d, skip_bad=True)
+    t = time.monotonic()
+    cache = CropCache(ds, 64, 1.25, skip_bad=True, log=lambda _m: None)
+    assert len(cache) == 2 and time.monotonic() - t < 10
+    with pytest.raises(DataError, match="face1.pts"):
+        CropCache(ds, 64, 1.25, skip_bad=False, log=lambda _m: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4-6. .mat files and label values
+
+
+def _uncompressed_mat_with_bad_type(path: Path) -> None:
+    """An uncompressed AFLW-like .mat whose pt3d_68 data tag names type 392: scipy.io.loadmat
+    died with SIGSEGV on it."""
+    scipy_io = pytest.importorskip("scipy.io")
+    import struct
+
+    p3 = np.vstack([face_points().T, np.zeros((1, 68))]).astype(np.float32)
+    scipy_io.savemat(str(path), {"Pose_Para": np.zeros((1, 7), np.float32), "pt3d_68": p3},
+                     do_compression=False)
+    data = bytearray(path.read_bytes())
+    # The real part's tag is the last data element: type miSINGLE (7), 816 bytes (3 x 68 x 4).
+    at = bytes(data).rfind(struct.pack("<II", 7, 816))
+    assert at > 0
+    data[at:at + 4] = struct.pack("<I", 392)
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_uncompressed_mat_is_a_named_error_not_a_crash(tmp_path) -> None:
+    bad = tmp_path / "image00001.mat"
+    _uncompressed_mat_with_bad_type(bad)
+    # In a child process: before the fix this killed the interpreter (SIGSEGV).
+    r = python(f"""
+        from lightmark.data.formats import read_aflw_mat
+        from lightmark.core.errors import DataError
+        try:
+            read_aflw_mat({str(bad)!r})
+        except DataError as e:
+            print("DataError:", e)
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "DataError:" in r.stdout and "image00001.mat" in r.stdout
+
+
+def test_corrupt_mat_in_a_folder_is_skipped_or_named(tmp_path, model, capsys) -> None:
+    scipy_io = pytest.importorskip("scipy.io")
+    d = tmp_path / "aflw"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((100, 100, 3), 120, np.uint8)).save(d / f"image0000{i}.jpg")
+        p3 = np.vstack([(face_points() + 1).T, np.zeros((1, 68))]).astype(np.float32)
+        scipy_io.savemat(str(d / f"image0000{i}.mat"), {"pt3d_68": p3,
+                                                        "Pose_Para": np.zeros((1, 7), np.float32)})
+    _uncompressed_mat_with_bad_type(d / "image00001.mat")
+    ds = open_dataset(d, skip_bad=True)
+    assert len(ds) == 2 and "image00001.mat" in ds.bad[0][0]
+    rc, _, err = run(["evaluate", "--data", str(d), "--model", model, "--quiet"], capsys)
+    assert rc == 2 and "image00001.mat" in err
+
+
+def test_our_mat_reader_matches_scipy_on_the_real_files() -> None:
+    scipy_io = pytest.importorskip("scipy.io")
+    mats = sorted((SHARED / "aflw2000_val").glob("*.mat"))[:60] + sorted((SHARED / "aflw2000_sample").glob("*.mat"))
+    if not mats:
+        pytest.skip("shared AFLW2000-3D data not present")
+    from lightmark.data.matfile import read_mat_arrays
+
+    for p in mats:
+        ours = read_mat_arrays(p, ["pt3d_68", "Pose_Para"])
+        ref = scipy_io.loadmat(str(p), variable_names=["pt3d_68", "Pose_Para"])
+        for k in ("pt3d_68", "Pose_Para"):
+            assert np.array_equal(ours[k], ref[k].astype(np.float64)), (p, k)
+
+
+@pytest.mark.parametrize("value", ["a string", {"x": np.zeros(3)}, np.array([1 + 2j] * 204).reshape(3, 68)])
+@pytest.mark.parametrize("compress", [False, True])
+def test_non_numeric_mat_variables_name_the_file(tmp_path, value, compress) -> None:
+    scipy_io = pytest.importorskip("scipy.io")
+    path = tmp_path / "image00007.mat"
+    scipy_io.savemat(str(path), {"pt3d_68": value}, do_compression=compress)
+    with pytest.raises(DataError, match=r"image00007\.mat: pt3d_68 is .*not numbers"):
+        read_aflw_mat(path)
+    Image.fromarray(np.full((100, 100, 3), 120, np.uint8)).save(tmp_path / "image00007.jpg")
+    with pytest.raises(DataError, match="no usable samples"):
+        open_dataset(tmp_path, skip_bad=True)  # skipped (and then nothing is left)
+
+
+@pytest.mark.parametrize("big", ["1e39", "-3.5e38", "1e300"])
+def test_labels_are_checked_after_the_float32_cast(tmp_path, big) -> None:
+    pts = face_points()
+    write_pts(tmp_path / "a.pts", pts)
+    lines = (tmp_path / "a.pts").read_text().splitlines()
+    lines[10] = f"{big} 1.0"
+    (tmp_path / "a.pts").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"a\.pts"):
+        read_pts(tmp_path / "a.pts")
+    fs = tmp_path / "000001_ldmks.txt"
+    fs.write_text("\n".join(f"{x} {y}" for x, y in face_points()) + f"\n{big} 1\n3 4\n")
+    with pytest.raises(DataError, match="000001_ldmks.txt"):
+        read_facesynthetics_labels(fs)
+    # CSV: the fast (numpy) path and the row-by-row path both give the row's error.
+    row = ",".join(f"{v:.3f}" for v in face_points().reshape(-1))
+    bad = ",".join([big] + [f"{v:.3f}" for v in face_points().reshape(-1)[1:]])
+    for quoted in (False, True):
+        name = '"b.jpg"' if quoted else "b.jpg"
+        (tmp_path / "t.csv").write_text(f"a.jpg,{row}\n{name},{bad}\n")
+        names, values, _ = read_keypoint_csv(tmp_path / "t.csv")
+        assert isinstance(values[0], np.ndarray) and np.all(np.isfinite(values[0]))
+        assert isinstance(values[1], DataError) and "row 2" in str(values[1]) and "t.csv" in str(values[1])
+
+
+def test_degenerate_points_are_refused(tmp_path) -> None:
+    write_pts(tmp_path / "flat.pts", np.column_stack([np.linspace(0, 50, 68), np.full(68, 7.0)]))
+    with pytest.raises(DataError, match=r"flat\.pts: degenerate"):
+        read_pts(tmp_path / "flat.pts")
+
+
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
     # A writer killed between its temporary and the rename (the fault hook's first step).
     target = tmp_path / "report.json"

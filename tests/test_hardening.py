@@ -284,6 +284,59 @@ def test_degenerate_points_are_refused(tmp_path) -> None:
         read_pts(tmp_path / "flat.pts")
 
 
+def test_predict_many_on_error(model, tmp_path) -> None:
+    from lightmark.api import Landmarker
+
+    lm = Landmarker(model=model)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    images = [str(EXAMPLE), str(broken), np.zeros((1, 1, 3), np.uint8)]
+    with pytest.raises(ImageError, match="broken.jpg"):
+        lm.predict_many(images)
+    skipped = lm.predict_many(images, on_error="skip")
+    returned = lm.predict_many(images, on_error="return")
+    alone = lm.predict_many([str(EXAMPLE)])[0]
+    assert len(alone) >= 1
+    for out in (skipped, returned):
+        assert len(out) == 3
+        assert [f.box.tolist() for f in out[0]] == [f.box.tolist() for f in alone]
+        assert all(np.array_equal(f.points, g.points) for f, g in zip(out[0], alone))
+    assert skipped[1] == [] and skipped[2] == []
+    assert isinstance(returned[1], ImageError) and "broken.jpg" in str(returned[1])
+    assert isinstance(returned[2], ImageError)
+    with pytest.raises(LandmarkerError, match="on_error"):
+        lm.predict_many(images, on_error="ignore")
+
+
+def test_image_suffixes_are_formats_pillow_reads() -> None:
+    from PIL import Image as PILImage
+
+    PILImage.init()
+    readable = {ext for ext, fmt in PILImage.registered_extensions().items() if fmt in PILImage.OPEN}
+    plugin_only = {".heic", ".heif"}  # pillow-heif
+    assert set(IMAGE_SUFFIXES) - plugin_only <= readable, set(IMAGE_SUFFIXES) - plugin_only - readable
+    common = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif"}
+    assert common <= set(IMAGE_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. float and uint16 arrays
+
+
+def test_out_of_range_arrays_are_refused_not_clipped() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    with pytest.raises(ImageError, match=r"\[0, 1\].*divide by 255"):
+        to_rgb8(rgb.astype(np.float32))
+    with pytest.raises(ImageError, match=r"\[0, 1\]"):
+        to_rgb8((rgb.astype(np.float32) / 255 - 0.45) / 0.22)  # ImageNet-normalised
+    with pytest.raises(ImageError, match="uint16.*astype"):
+        to_rgb8(rgb.astype(np.uint16))
+    assert np.array_equal(to_rgb8(rgb.astype(np.float64) / 255), rgb)
+    assert np.array_equal(to_rgb8(rgb.astype(np.uint16) * 257), rgb)
+    # Rounding noise just past 1 (under half a level) is still accepted.
+    assert to_rgb8(np.full((4, 4), 1.001)).min() == 255
+
+
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
     # A writer killed between its temporary and the rename (the fault hook's first step).
     target = tmp_path / "report.json"
@@ -333,6 +386,20 @@ def test_messages_show_plain_numbers() -> None:
         assert "np.float64" not in str(ei.value)
 
 
+def test_bytes_and_pathlike_paths(model) -> None:
+    from lightmark.api import Landmarker
+
+    img = load_image(os.fsencode(str(EXAMPLE)))
+    assert np.array_equal(img, load_image(EXAMPLE))
+    lm = Landmarker(model=model)
+    box = (60, 40, 200, 200)
+    assert np.array_equal(lm.predict(os.fsencode(str(EXAMPLE)), box), lm.predict(str(EXAMPLE), box))
+    with pytest.raises(ImageError, match="nope.jpg"):
+        as_image(b"/nowhere/nope.jpg")
+    with pytest.raises(ImageError):
+        as_image("bad\0name.jpg")
+
+
 def test_atomic_writes_get_ordinary_permissions(tmp_path) -> None:
     umask = os.umask(0o022)
     os.umask(umask)
@@ -343,6 +410,46 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path) -> None:
         os.write(fd, b"data")
         os.close(fd)
     assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ---------------------------------------------------------------------------------------------
+# already holding, kept so: threads and memory
+
+
+def test_threads_sharing_a_landmarker_match_one_thread(model) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lightmark.api import Landmarker
+
+    lm = Landmarker(model=model)
+    photo = load_image(EXAMPLE)
+    boxes = [(40 + 3 * i, 30 + 2 * i, 200 + i, 190 + 2 * i) for i in range(24)]
+    one = [lm.predict(photo, b) for b in boxes] + [f.points for f in lm.predict_all(photo)]
+    fresh = Landmarker(model=model)  # its detector is made by the threads, once
+    with ThreadPoolExecutor(4) as pool:
+        many = list(pool.map(lambda b: fresh.predict(photo, b), boxes))
+        alls = list(pool.map(lambda _: fresh.predict_all(photo), range(4)))
+    assert all(np.array_equal(a, b) for a, b in zip(one, many))
+    for faces in alls:
+        assert all(np.array_equal(f.points, p) for f, p in zip(faces, one[len(boxes):]))
+
+
+def test_memory_stays_flat_over_many_calls(model) -> None:
+    import tracemalloc
+
+    from lightmark.api import Landmarker
+
+    lm = Landmarker(model=model)
+    photo = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for _ in range(50):
+        lm.predict(photo, (20, 20, 100, 100))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(2000):
+        lm.predict(photo, (20 + i % 7, 20, 100, 100 + i % 5))
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert grown < 1_000_000, f"{grown} bytes more after 2,000 calls"
 
 
 def test_all_errors_are_lightmark_errors() -> None:

@@ -175,6 +175,25 @@ def test_training_cache_skips_absurd_labels(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 3. --json never writes over an input
+
+
+def test_json_option_never_swallows_an_image(model, tmp_path, capsys) -> None:
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(EXAMPLE.read_bytes())
+    b.write_bytes(EXAMPLE.read_bytes())
+    before = a.read_bytes()
+    rc, out, err = run(["predict", "--json", str(a), str(b), "--model", model], capsys)
+    assert rc == 2 and "--json" in err and a.read_bytes() == before
+    rc, out, err = run(["predict", "--json=-", str(a), str(b), "--model", model, "--quiet"], capsys)
+    assert rc in (0, 1) and len(json.loads(out)["images"]) == 2
+    rc, out, err = run(["predict", str(a), "--model", model, "--out", str(a)], capsys)
+    assert rc == 2 and "overwrite" in err and a.read_bytes() == before
+    rc, _, err = run(["predict", str(a), "--model", model, "--json", str(tmp_path / "r.json")], capsys)
+    assert rc in (0, 1) and json.loads((tmp_path / "r.json").read_text())["complete"] is True
+
+
+# ---------------------------------------------------------------------------------------------
 # 4-6. .mat files and label values
 
 
@@ -284,6 +303,24 @@ def test_degenerate_points_are_refused(tmp_path) -> None:
         read_pts(tmp_path / "flat.pts")
 
 
+# ---------------------------------------------------------------------------------------------
+# 9. one bad input does not stop a batch
+
+
+def test_predict_goes_on_past_an_empty_folder(model, tmp_path, capsys) -> None:
+    good = tmp_path / "good.jpg"
+    good.write_bytes(EXAMPLE.read_bytes())
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run(["predict", str(good), str(tmp_path / "empty"), "--model", model,
+                        "--json", "--quiet"], capsys)
+    report = json.loads(out)
+    assert [Path(r["image"]).name for r in report["images"]] == ["good.jpg"]
+    assert any("empty" in e and "no images" in e for e in report["errors"])
+    assert rc in (0, 1)
+    rc, _, err = run(["predict", str(tmp_path / "empty"), "--model", model], capsys)
+    assert rc == 2 and "no images" in err
+
+
 def test_predict_many_on_error(model, tmp_path) -> None:
     from lightmark.api import Landmarker
 
@@ -306,6 +343,24 @@ def test_predict_many_on_error(model, tmp_path) -> None:
     assert isinstance(returned[2], ImageError)
     with pytest.raises(LandmarkerError, match="on_error"):
         lm.predict_many(images, on_error="ignore")
+
+
+def test_folder_scan_finds_every_format_pillow_reads(model, tmp_path, capsys) -> None:
+    from PIL import features
+
+    face = Image.open(EXAMPLE).convert("RGB").resize((200, 150))
+    face.save(tmp_path / "a.gif")
+    names = ["a.gif"]
+    if features.check("avif"):
+        face.save(tmp_path / "b.avif")
+        names.append("b.avif")
+    (tmp_path / "c.heic").write_bytes(b"\0\0\0\x18ftypheic")  # no plugin here: must be reported
+    (tmp_path / "notes.txt").write_text("not an image")
+    rc, out, err = run(["predict", str(tmp_path), "--model", model, "--json", "--quiet"], capsys)
+    report = json.loads(out)
+    assert sorted(Path(r["image"]).name for r in report["images"]) == sorted(names)
+    assert any("c.heic" in e for e in report["errors"]) or "c.heic" in [Path(r["image"]).name for r in report["images"]]
+    assert "notes.txt" not in out
 
 
 def test_image_suffixes_are_formats_pillow_reads() -> None:
@@ -335,6 +390,69 @@ def test_out_of_range_arrays_are_refused_not_clipped() -> None:
     assert np.array_equal(to_rgb8(rgb.astype(np.uint16) * 257), rgb)
     # Rounding noise just past 1 (under half a level) is still accepted.
     assert to_rgb8(np.full((4, 4), 1.001)).min() == 255
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. results kept as they are made; temporaries cleaned up
+
+
+def _photo_folder(folder: Path, n: int) -> Path:
+    folder.mkdir()
+    face = Image.open(EXAMPLE).convert("RGB").resize((160, 120))
+    for i in range(n):
+        face.save(folder / f"p{i:03d}.jpg")
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_sigkill_keeps_the_finished_photos(model, tmp_path, suffix) -> None:
+    photos = _photo_folder(tmp_path / "photos", 20)
+    out = tmp_path / f"r{suffix}"
+    # The child kills itself (SIGKILL: no clean-up at all) when it loads the 13th photo.
+    r = python(f"""
+        import os, signal
+        import lightmark.cli.predict as P
+        import lightmark.core.imaging as I
+        P.JSON_REWRITE_S = 0.0
+        real, calls = I.load_image, [0]
+        def load(path, *a, **k):
+            calls[0] += 1
+            if calls[0] == 13:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(path, *a, **k)
+        I.load_image = load
+        from lightmark.cli import main
+        main(["predict", {str(photos)!r}, "--model", {model!r}, "--json", {str(out)!r}, "--quiet"])
+        """)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    else:
+        doc = json.loads(out.read_text())
+        assert doc["complete"] is False
+        rows = doc["images"]
+    assert [Path(r["image"]).name for r in rows] == [f"p{i:03d}.jpg" for i in range(8)]  # one chunk
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigint_writes_what_is_finished(model, tmp_path, monkeypatch, capsys) -> None:
+    import lightmark.core.imaging as imaging
+
+    photos = _photo_folder(tmp_path / "photos", 12)
+    real, calls = imaging.load_image, [0]
+
+    def load(path, *a, **k):
+        calls[0] += 1
+        if calls[0] == 10:
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(imaging, "load_image", load)
+    out = tmp_path / "r.json"
+    rc, _, err = run(["predict", str(photos), "--model", model, "--json", str(out), "--quiet"], capsys)
+    assert rc == 130 and "interrupted after 8 of 12" in err
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and len(doc["images"]) == 8
 
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
@@ -384,6 +502,15 @@ def test_messages_show_plain_numbers() -> None:
         with pytest.raises(GeometryError) as ei:
             geometry.as_box(bad)
         assert "np.float64" not in str(ei.value)
+
+
+def test_evaluate_json_dash_is_stdout(model, tmp_path, monkeypatch, capsys) -> None:
+    d = pts_set(tmp_path / "set")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(["evaluate", "--data", str(d), "--model", model, "--json", "-", "--quiet"], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["summary"]["n"] == 3 and "NME" in err
+    assert not (tmp_path / "-").exists()
 
 
 def test_bytes_and_pathlike_paths(model) -> None:

@@ -304,6 +304,43 @@ def test_degenerate_points_are_refused(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 7. config types
+
+
+@pytest.mark.parametrize("override, words", [("train.epochs=three", ["train.epochs", "integer"]),
+                                             ("train.epochs=-1", ["train.epochs", "at least 1"]),
+                                             ("train.lr=fast", ["train.lr", "number"])])
+def test_bad_config_values_exit_2_naming_the_key(tmp_path, capsys, override, words) -> None:
+    pytest.importorskip("torch")
+    cfg = tmp_path / "c.yaml"
+    # Data that does not exist: a config error must come first, before any data is read.
+    cfg.write_text(f"train_data: [{{path: {tmp_path / 'nothing'}}}]\nout_dir: {tmp_path / 'run'}\n")
+    t = time.monotonic()
+    rc, out, err = run(["train", str(cfg), "--set", override], capsys)
+    assert rc == 2, err
+    assert all(w in err for w in words), err
+    assert "internal error" not in err and time.monotonic() - t < 30
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. torch-free install with a .safetensors model
+
+
+def test_safetensors_model_without_torch_says_what_to_install(tmp_path) -> None:
+    (tmp_path / "m.safetensors").write_bytes(b"\0" * 16)
+    (tmp_path / "m.json").write_text("{}")
+    r = python(f"""
+        import sys
+        sys.modules["torch"] = None  # as in the torch-free install: `import torch` fails
+        from lightmark.cli import main
+        sys.exit(main(["predict", {str(EXAMPLE)!r}, "--model", {str(tmp_path / 'm.safetensors')!r}]))
+        """)
+    assert r.returncode == 2, r.stderr
+    assert "lightmark[train]" in r.stderr and "internal error" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
 # 9. one bad input does not stop a batch
 
 
@@ -525,6 +562,48 @@ def test_bytes_and_pathlike_paths(model) -> None:
         as_image(b"/nowhere/nope.jpg")
     with pytest.raises(ImageError):
         as_image("bad\0name.jpg")
+
+
+def test_model_json_with_unknown_head_fails_at_load(tmp_path, model) -> None:
+    from lightmark.api import Landmarker
+    from lightmark.core.modelfile import read_meta
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(Path(model).read_bytes())
+    meta = json.loads(Path(model).with_suffix(".json").read_text())
+    meta["model"]["head"] = "transformer"
+    bad.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"bad\.json: unknown head 'transformer'"):
+        read_meta(bad.with_suffix(".json"))
+    with pytest.raises(ModelFileError, match="unknown head"):
+        Landmarker(model=bad)
+
+
+@pytest.mark.parametrize("edit", [("model", "num_points", None), ("model", "input_size", 32.5),
+                                  ("model", "input_size", True), ("model", "heatmap_size", "4"),
+                                  (None, "codec", [1]), ("codec", "decoder", "magic"),
+                                  (None, "crop_scale", float("inf"))])
+def test_model_json_fields_are_checked_at_load(tmp_path, model, edit) -> None:
+    # Found by tests/test_fuzz.py: num_points null gave a TypeError at load, a NaN ONNX output
+    # gave NaN points.
+    from lightmark.api import Landmarker
+
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(Path(model).read_bytes())
+    meta = json.loads(Path(model).with_suffix(".json").read_text())
+    section, key, value = edit
+    (meta[section] if section else meta)[key] = value
+    bad.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"m\.json"):
+        Landmarker(model=bad)
+
+
+def test_a_model_answering_nan_is_an_error_not_an_answer(tmp_path) -> None:
+    from lightmark.api import Landmarker
+
+    nan_model = write_tiny_model(tmp_path, name="nanny", gain=float("nan"))
+    with pytest.raises(ModelFileError, match=r"nanny\.onnx.*non-finite"):
+        Landmarker(model=nan_model).predict(np.full((100, 100, 3), 9, np.uint8), (20, 20, 80, 80))
 
 
 def test_atomic_writes_get_ordinary_permissions(tmp_path) -> None:

@@ -94,13 +94,20 @@ def _load_predictor(backend: str, path: Path, threads: int) -> Predictor:
         from lightmark.runtime.onnx import OnnxPredictor
 
         return OnnxPredictor(path, threads=threads)
-    import torch  # only here: the torch backend is opt-in
+    try:
+        import torch  # only here: the torch backend is opt-in
+        import safetensors  # noqa: F401
 
-    from lightmark.models import TorchPredictor, load_model
+        from lightmark.models import TorchPredictor, load_model
+    except ImportError as e:
+        raise LandmarkerError(
+            f"{path}: a .safetensors model needs the torch backend, which is not installed "
+            f"({e}); install it with `pip install lightmark[train]`, or use the model's "
+            f"{path.with_suffix('.onnx').name} (export it with `lightmark export`)") from None
 
     torch.set_num_threads(threads)
     model, meta = load_model(path)
-    return TorchPredictor(model, meta)
+    return TorchPredictor(model, meta, name=str(path))
 
 
 class Landmarker:

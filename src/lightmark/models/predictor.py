@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightmark.core.codec import decode
+from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
 from lightmark.core.imaging import to_input
 
@@ -22,7 +23,9 @@ class TorchPredictor:
     """
 
     def __init__(self, model: nn.Module, meta: dict, device: Union[str, torch.device, None] = None,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, name: str = "torch model") -> None:
+        #: What errors name: the model file, when the model came from one.
+        self.name = name
         if "model" not in meta:
             raise ValueError("TorchPredictor: meta has no 'model' entry (the ModelConfig)")
         model_cfg = meta["model"]
@@ -58,7 +61,13 @@ class TorchPredictor:
             for i in range(0, len(c), self.batch_size):
                 x = torch.from_numpy(to_input(c[i:i + self.batch_size])).to(self.device)
                 y = self.model(x).float().cpu().numpy()
-                out.append(decode(y, self.model_cfg, self.codec_cfg))
+                try:
+                    out.append(decode(y, self.model_cfg, self.codec_cfg))
+                except CodecError as e:
+                    raise ModelFileError(f"{self.name}: its output cannot be decoded ({e})") from None
         if not out:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        pts = np.concatenate(out).astype(np.float32)
+        if not np.all(np.isfinite(pts)):
+            raise ModelFileError(f"{self.name}: the model gave non-finite points (broken weights?)")
+        return pts

@@ -16,7 +16,7 @@ from lightmark.core.files import sha256
 from lightmark.core.geometry import LANDMARK_CROP_SCALE
 from lightmark.core.codec import decode
 from lightmark.core.imaging import to_input
-from lightmark.core.errors import ModelFileError
+from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
 from lightmark.runtime.session import make_session
 
@@ -92,6 +92,20 @@ class OnnxPredictor:
             n = len(x)
             if self._fixed_batch and n < self._fixed_batch:  # pad the last chunk of a fixed batch
                 x = np.concatenate([x, np.zeros((self._fixed_batch - n,) + x.shape[1:], x.dtype)])
-            y = self.run(x)[:n]
-            out.append(decode(y, self.meta["model"], self.meta.get("codec")))
-        return np.concatenate(out).astype(np.float32)
+            try:
+                y = self.run(x)[:n]
+            except Exception as e:  # onnxruntime's own types: a graph that loads but cannot run
+                raise ModelFileError(f"{self.onnx_path}: the model failed to run "
+                                     f"({type(e).__name__}: {str(e)[:300]})") from None
+            try:
+                out.append(decode(y, self.meta["model"], self.meta.get("codec")))
+            except CodecError as e:
+                raise ModelFileError(f"{self.onnx_path}: its output does not fit {self.json_path.name} "
+                                     f"({e})") from None
+        pts = np.concatenate(out).astype(np.float32)
+        if pts.shape[1:] != (self.num_points, 2) or not np.all(np.isfinite(pts)):
+            # NaN points are never an answer: the weights are broken (or the graph is not a model).
+            raise ModelFileError(f"{self.onnx_path}: the model gave "
+                                 f"{'non-finite points' if pts.shape[1:] == (self.num_points, 2) else f'output of shape {pts.shape}'}"
+                                 " (broken weights?)")
+        return pts

@@ -297,6 +297,37 @@ def test_labels_are_checked_after_the_float32_cast(tmp_path, big) -> None:
         assert isinstance(values[1], DataError) and "row 2" in str(values[1]) and "t.csv" in str(values[1])
 
 
+def test_aflw21_rows_and_pt2d_are_checked_like_the_68_point_labels(tmp_path) -> None:
+    scipy_io = pytest.importorskip("scipy.io")
+    from lightmark.data.aflw21 import read_aflw2000_pt2d, read_aflw21_csv
+
+    good = ",".join(f"{v:.2f}" for v in np.tile([40.0, 50.0], 21) + np.arange(42))
+    for big in ("1e39", "3e7"):
+        (tmp_path / "aflw21.csv").write_text(f"a.jpg,10,{good}\nb.jpg,10,{big},{good.split(',', 1)[1]}\n")
+        rows = read_aflw21_csv(tmp_path / "aflw21.csv")
+        assert np.all(np.isfinite(rows[0][2][1]))
+        assert isinstance(rows[1][2], DataError) and "row 2" in str(rows[1][2])
+    # pt2d through the strict .mat reader: a corrupt type tag is a named error, not a crash.
+    path = tmp_path / "image00009.mat"
+    scipy_io.savemat(str(path), {"pt2d": np.full((2, 21), 30.0)}, do_compression=False)
+    assert read_aflw2000_pt2d(path).shape == (21, 2)
+    data = bytearray(path.read_bytes())
+    import struct
+
+    at = bytes(data).rfind(struct.pack("<II", 9, 2 * 21 * 8))
+    data[at:at + 4] = struct.pack("<I", 392)
+    path.write_bytes(bytes(data))
+    r = python(f"""
+        from lightmark.data.aflw21 import read_aflw2000_pt2d
+        from lightmark.core.errors import DataError
+        try:
+            read_aflw2000_pt2d({str(path)!r})
+        except DataError as e:
+            print("DataError:", e)
+        """)
+    assert r.returncode == 0 and "DataError:" in r.stdout and "image00009.mat" in r.stdout, r.stderr
+
+
 def test_degenerate_points_are_refused(tmp_path) -> None:
     write_pts(tmp_path / "flat.pts", np.column_stack([np.linspace(0, 50, 68), np.full(68, 7.0)]))
     with pytest.raises(DataError, match=r"flat\.pts: degenerate"):

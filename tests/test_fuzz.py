@@ -1,6 +1,7 @@
 """Property-based fuzzing of every input lightmark reads (hypothesis, derandomised).
 
-Targets: the label readers (300W .pts, AFLW2000-3D .mat, FaceSynthetics _ldmks.txt, CSV tables),
+Targets: the label readers (300W .pts, AFLW2000-3D .mat, FaceSynthetics _ldmks.txt, CSV tables,
+the AFLW 21-point table),
 the image loader (files and arrays), boxes given to ``Landmarker.predict``, and model files (the
 JSON, the ONNX graph, the safetensors weights). The property, for every case: the outcome is a
 valid result or a :class:`~lightmark.core.errors.LightmarkError` whose message names the file (or
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Seconds one case may take (generous: the CI machine's two cores are shared).
 TIME_BOUND = 20.0
 #: Cases per target by default; --fuzz-long multiplies them so the total is >= 10,000.
-CASES = {"pts": 50, "facesynthetics": 25, "csv": 40, "mat": 60, "image_file": 50,
+CASES = {"pts": 50, "facesynthetics": 25, "csv": 40, "aflw21": 30, "mat": 60, "image_file": 50,
          "image_array": 40, "box": 60, "model_json": 30, "onnx": 30, "safetensors": 20}
 LONG_FACTOR = 25
 
@@ -93,6 +94,18 @@ def _run_case(work: _Work, target: str, args: dict) -> Optional[str]:
                 return _check_points(v, (68, 2))
         ds = open_dataset(args["path"], skip_bad=True)  # the images named are looked up too
         return None if all(_check_points(r.points, (68, 2)) is None for r in ds.records) else "bad record"
+    if target == "aflw21":
+        from lightmark.data.aflw21 import read_aflw21_csv
+
+        for _, _, v in read_aflw21_csv(args["path"]):
+            if isinstance(v, Exception):
+                if not isinstance(v, formats.DataError) or Path(args["path"]).name not in str(v):
+                    return f"row error {type(v).__name__} does not name the file: {v}"
+            elif not (isinstance(v[1], np.ndarray) and v[1].shape == (21, 2) and v[1].dtype == np.float32
+                      and math.isfinite(v[0]) and not np.any(np.isinf(v[1]))):
+                return f"bad row value {v!r}"
+        open_dataset(args["path"], kind="aflw21", skip_bad=True)
+        return None
     if target == "image_file":
         img = load_image(args["path"])
         return None if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 else "bad image"
@@ -388,6 +401,31 @@ def test_fuzz_csv(sandbox, files_dir, request) -> None:
         check(sandbox, "csv", {"path": str(path)}, path.name)
 
     fuzz(request, "csv", strategy, body_)
+
+
+def test_fuzz_aflw21_csv(sandbox, files_dir, request) -> None:
+    from PIL import Image
+
+    st = _st()
+    folder = files_dir / "aflw21set"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(folder / "images" / "a.jpg")
+    good = ",".join(f"{v:.2f}" for v in np.tile([40.0, 50.0], 21) + np.arange(42) % 11)
+    name = st.sampled_from(["a.jpg", "b.jpg", '"a.jpg"', "", "image"])
+    yaw = st.one_of(numbers(), st.just("12.5"))
+    row = st.one_of(st.just(good), st.just(",".join(["-1.00"] * 42)),
+                    st.lists(numbers(), min_size=40, max_size=44).map(",".join))
+    table = st.lists(st.tuples(name, yaw, row).map(",".join), min_size=0, max_size=4)
+    header = st.sampled_from(["", "image,yaw_deg," + ",".join(f"x{i},y{i}" for i in range(21)) + "\n"])
+    strategy = st.one_of(st.tuples(header, table.map("\n".join)).map(lambda t: (t[0] + t[1]).encode()),
+                         st.binary(max_size=300))
+    path = folder / "aflw21.csv"
+
+    def body_(data: bytes) -> None:
+        path.write_bytes(data)
+        check(sandbox, "aflw21", {"path": str(path)}, path.name)
+
+    fuzz(request, "aflw21", strategy, body_)
 
 
 def _mat_bases() -> list[bytes]:

@@ -140,7 +140,7 @@ def _make_array(spec: dict) -> Any:
         hi = min(int(info.max), int(scale) if scale >= 1 else 1)
         return rng.integers(max(int(info.min), -hi), hi + 1, shape, dtype=np.int64).astype(dtype)
     a = rng.random(shape) * scale + spec["offset"]
-    if spec.get("nan"):
+    if spec.get("nan") and a.size:
         a.reshape(-1)[0] = np.nan
     return a.astype(dtype)
 
@@ -354,7 +354,7 @@ def test_fuzz_pts(sandbox, files_dir, request) -> None:
                               "version: 1\n{\n", "version: 1\nn_points: x\n{\n", "", "version: 2\n"])
     footer = st.sampled_from(["}\n", "", "}\n}\n", "} trailing\n"])
     plausible = plausible_points(st).map(lambda p: "\n".join(f"{x:.3f} {y:.3f}" for x, y in p) + "\n")
-    body = st.one_of(plausible, text_lines(60, 72).map(lambda ls: "\n".join(ls) + "\n"),
+    body = st.one_of(plausible, plausible, text_lines(60, 72).map(lambda ls: "\n".join(ls) + "\n"),
                      text_lines(0, 5).map("\n".join))
     strategy = st.one_of(st.tuples(header, body, footer).map("".join).map(lambda s: s.encode()),
                          st.binary(max_size=300))
@@ -369,7 +369,9 @@ def test_fuzz_pts(sandbox, files_dir, request) -> None:
 
 def test_fuzz_facesynthetics(sandbox, files_dir, request) -> None:
     st = _st()
-    strategy = st.one_of(text_lines(66, 72).map(lambda ls: ("\n".join(ls) + "\n").encode()),
+    plausible = st.tuples(plausible_points(st), st.floats(0, 100), st.floats(0, 100)).map(
+        lambda t: ("\n".join(f"{x:.4f} {y:.4f}" for x, y in t[0]) + f"\n{t[1]} {t[2]}\n1 2\n").encode())
+    strategy = st.one_of(plausible, text_lines(66, 72).map(lambda ls: ("\n".join(ls) + "\n").encode()),
                          st.binary(max_size=300))
     path = files_dir / "000001_ldmks.txt"
 
@@ -518,7 +520,9 @@ def test_fuzz_boxes(sandbox, request) -> None:
     st = _st()
     coord = st.one_of(st.floats(-300, 500), st.floats(allow_nan=True, allow_infinity=True),
                       st.sampled_from([0.0, -1e9, 1e9, 1e300, -1e300, 5e-324, 159.999, 120.0]))
-    box = st.lists(coord, min_size=0, max_size=6)
+    plausible = st.tuples(st.floats(-50, 150), st.floats(-50, 110), st.floats(0.5, 400),
+                          st.floats(0.5, 400)).map(lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]])
+    box = st.one_of(plausible, plausible, st.lists(coord, min_size=0, max_size=6))
     strategy = st.fixed_dictionaries({
         "box": st.one_of(box, st.lists(st.lists(coord, min_size=4, max_size=5), min_size=0, max_size=3),
                          st.sampled_from(["10,20,30,40", None, [], [[1, 2], [3]]])),

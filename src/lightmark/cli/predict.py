@@ -132,11 +132,15 @@ class _Report:
         self._write_cost = time.monotonic() - now
         self._last_write = time.monotonic()
 
-    def finish(self, complete: bool) -> None:
+    def close(self) -> None:
         if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def finish(self, complete: bool) -> None:
+        if self._fd is not None:  # every line is on disk already
             if complete:
-                os.close(self._fd)
-                self._fd = None
+                self.close()
             return
         if self.target not in (None, "-"):  # stdout gets the document once, from the caller
             print_json(self.document(complete), self.target)
@@ -209,8 +213,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     finally:
         if _in_main_thread():
             signal.signal(signal.SIGTERM, previous)
-        if not complete and report._fd is not None:
-            os.close(report._fd)
+        if not complete:
+            report.close()
     bar.close()
     report.finish(complete=True)
     results, errors = report.results, report.errors

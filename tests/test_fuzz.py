@@ -350,9 +350,10 @@ def mutated(base: bytes):
 
 def test_fuzz_pts(sandbox, files_dir, request) -> None:
     st = _st()
-    header = st.sampled_from(["version: 1\nn_points: 68\n{\n", "version: 1\nn_points: 67\n{\n",
+    valid = "version: 1\nn_points: 68\n{\n"
+    header = st.sampled_from([valid, valid, valid, "version: 1\nn_points: 67\n{\n",
                               "version: 1\n{\n", "version: 1\nn_points: x\n{\n", "", "version: 2\n"])
-    footer = st.sampled_from(["}\n", "", "}\n}\n", "} trailing\n"])
+    footer = st.sampled_from(["}\n", "}\n", "}\n", "", "}\n}\n", "} trailing\n"])
     plausible = plausible_points(st).map(lambda p: "\n".join(f"{x:.3f} {y:.3f}" for x, y in p) + "\n")
     body = st.one_of(plausible, plausible, text_lines(60, 72).map(lambda ls: "\n".join(ls) + "\n"),
                      text_lines(0, 5).map("\n".join))

@@ -52,3 +52,9 @@ def ict_model() -> Path:
 def tiny_faces(tmp_path_factory) -> Path:
     """``helpers.TINY_COUNT`` labelled faces (jpg + 1-based .pts), written once per session."""
     return helpers.write_tiny_faces(tmp_path_factory.mktemp("tiny_faces"))
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="run the fuzz suite with >= 10,000 cases and resume after every "
+                          "injected checkpoint fault (slow)")

@@ -23,6 +23,7 @@ This module never imports torch unless ``backend="torch"`` or a ``.safetensors``
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
@@ -33,7 +34,7 @@ from lightmark.core.boxmap import load_box_mapping
 from lightmark.core.imaging import ImageLike, as_image
 from lightmark.core.modelfile import model_paths
 from lightmark.core.types import Detector, Face, Predictor
-from lightmark.core.errors import LandmarkerError, ModelNotFoundError
+from lightmark.core.errors import LandmarkerError, LightmarkError, ModelNotFoundError
 
 PathLike = Union[str, Path]
 
@@ -45,6 +46,10 @@ BOX_KINDS = ("face", "landmarks")
 #: Refinement is skipped for a face when its predicted landmark crop is this far (ratio) from the
 #: first crop: well outside the face-to-face spread of the fitted detector mapping.
 REFINE_SIDE_RANGE = (0.7, 1.4)
+#: A box may be at most this many times the image's larger side, and at least one pixel: anything
+#: else is not a face in this image (and a 1e9-pixel box would only crop a dot).
+MAX_BOX_TO_IMAGE = 16.0
+ON_ERROR = ("raise", "skip", "return")
 
 
 
@@ -89,13 +94,20 @@ def _load_predictor(backend: str, path: Path, threads: int) -> Predictor:
         from lightmark.runtime.onnx import OnnxPredictor
 
         return OnnxPredictor(path, threads=threads)
-    import torch  # only here: the torch backend is opt-in
+    try:
+        import torch  # only here: the torch backend is opt-in
+        import safetensors  # noqa: F401
 
-    from lightmark.models import TorchPredictor, load_model
+        from lightmark.models import TorchPredictor, load_model
+    except ImportError as e:
+        raise LandmarkerError(
+            f"{path}: a .safetensors model needs the torch backend, which is not installed "
+            f"({e}); install it with `pip install lightmark[train]`, or use the model's "
+            f"{path.with_suffix('.onnx').name} (export it with `lightmark export`)") from None
 
     torch.set_num_threads(threads)
     model, meta = load_model(path)
-    return TorchPredictor(model, meta)
+    return TorchPredictor(model, meta, name=str(path))
 
 
 class Landmarker:
@@ -120,6 +132,7 @@ class Landmarker:
         self.score_threshold = float(score_threshold)
         self._detector = detector
         self._mapping: Optional[tuple[float, tuple[float, float]]] = None
+        self._lazy_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"Landmarker(model={str(self.model_path)!r}, backend={self.backend!r}, "
@@ -137,9 +150,12 @@ class Landmarker:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            from lightmark.runtime.detector import FaceDetector
+            with self._lazy_lock:  # threads sharing a Landmarker make one detector, not several
+                if self._detector is None:
+                    from lightmark.runtime.detector import FaceDetector
 
-            self._detector = FaceDetector(score_threshold=self.score_threshold, threads=self.threads)
+                    self._detector = FaceDetector(score_threshold=self.score_threshold,
+                                                  threads=self.threads)
         return self._detector
 
     def face_box_mapping(self) -> tuple[float, tuple[float, float]]:
@@ -182,14 +198,36 @@ class Landmarker:
         """Detect every face and predict its landmarks; faces best score first."""
         return self.predict_many([image])[0]
 
-    def predict_many(self, images: Sequence[ImageLike]) -> list[list[Face]]:
+    def predict_many(self, images: Sequence[ImageLike],
+                     on_error: str = "raise") -> list[Union[list[Face], LightmarkError]]:
         """:meth:`predict_all` for several images; the landmark model sees all their faces in one
-        batch (per pass), which is faster than image after image on a CPU."""
-        imgs = [as_image(i) for i in images]
-        dets = [self.detect(i) for i in imgs]
-        points = self._predict_groups(imgs, [d[:, :4].astype(np.float64) for d in dets], "face")
-        return [[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p) for d, p in zip(ds, pts)]
-                for ds, pts in zip(dets, points)]
+        batch (per pass), which is faster than image after image on a CPU.
+
+        ``on_error`` says what an image that cannot be used (a missing or corrupt file, a bad
+        array: a :class:`~lightmark.core.errors.LightmarkError`) does: ``"raise"`` (the default)
+        raises it and nothing is returned; ``"skip"`` gives that image an empty list (as for a
+        photo with no face); ``"return"`` puts the error object itself in that image's place, so
+        the caller can tell "no face" from "unreadable". The other images are processed either way.
+        """
+        if on_error not in ON_ERROR:
+            raise LandmarkerError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        imgs: list[Optional[np.ndarray]] = []
+        failed: dict[int, LightmarkError] = {}
+        for k, image in enumerate(images):
+            try:
+                imgs.append(as_image(image))
+            except LightmarkError as e:
+                if on_error == "raise":
+                    raise
+                failed[k] = e
+                imgs.append(None)
+        good = [i for i in imgs if i is not None]
+        dets = [self.detect(i) for i in good]
+        points = self._predict_groups(good, [d[:, :4].astype(np.float64) for d in dets], "face")
+        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p)
+                       for d, p in zip(ds, pts)] for ds, pts in zip(dets, points)])
+        return [next(faces) if k not in failed else ([] if on_error == "skip" else failed[k])
+                for k in range(len(imgs))]
 
     def track(self, frames: Iterable[ImageLike], detect_every: int = 30, smooth: bool = True,
               fps: float = 30.0, timestamps: Optional[Iterable[float]] = None,
@@ -288,9 +326,15 @@ class Landmarker:
                 geometry.as_box(row)
             except ValueError as e:
                 raise LandmarkerError(f"box {i}: {e}") from None
+            shown = tuple(round(float(v), 1) for v in row)
             # A box wholly outside the picture would give an all-black crop and confident nonsense.
             if row[2] <= 0 or row[3] <= 0 or row[0] >= w or row[1] >= h:
-                raise LandmarkerError(f"box {i} {tuple(np.round(row, 1))} lies outside the {w}x{h} image")
+                raise LandmarkerError(f"box {i} {shown} lies outside the {w}x{h} image")
+            side = max(row[2] - row[0], row[3] - row[1])
+            if side < 1 or side > MAX_BOX_TO_IMAGE * max(w, h):
+                raise LandmarkerError(
+                    f"box {i} {shown}: a side of {float(side):.3g} px is absurd for the {w}x{h} "
+                    f"image (boxes span 1 px to {MAX_BOX_TO_IMAGE:g}x the image's larger side)")
         return b
 
 

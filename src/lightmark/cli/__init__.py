@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="split seed")
     sp.add_argument("--boxes", default="gt", choices=["gt", "detector"],
                     help="face boxes from ground-truth landmarks or from the bundled detector")
-    sp.add_argument("--json", help="write the report here")
+    sp.add_argument("--json", metavar="FILE", help="write the report here ('-': to stdout)")
     sp.add_argument("--plot", help="write the CED plot (PNG) here")
     sp.add_argument("--quiet", action="store_true")
 
@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--box-kind", default="face", choices=["face", "landmarks"],
                     help="--box is a detector-style face box (default) or a tight landmark box")
     sp.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                    help="write JSON (boxes, scores, points) to FILE, or stdout without FILE")
+                    help="write JSON (boxes, scores, points) to FILE.json (rewritten as photos are "
+                         "done) or FILE.jsonl (one line per photo), or to stdout without FILE "
+                         "('-'); any other name is refused, so `--json a.jpg b.jpg` never "
+                         "overwrites a.jpg")
     sp.add_argument("--out", help="annotated image (one input) or folder for annotated images")
     sp.add_argument("--threshold", type=float, default=0.7, help="detector score threshold")
     sp.add_argument("--no-refine", action="store_true", help="skip the second, re-centred pass")

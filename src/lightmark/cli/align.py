@@ -24,7 +24,9 @@ def cmd_align(args: argparse.Namespace) -> int:
             check_size(args.size)
         except AlignError as e:
             raise CliError(f"--size: {e}") from None
-    paths = _expand_images(args.images)
+    paths, scan_errors = _expand_images(args.images)  # an empty folder is reported, the rest go on
+    if not paths:
+        raise CliError("; ".join(scan_errors))
     lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads,
                     score_threshold=args.threshold)
     out_dir = Path(args.out)
@@ -37,7 +39,9 @@ def cmd_align(args: argparse.Namespace) -> int:
             k += 1
             stem = f"{path.stem}_{k}"
         stems[path] = stem
-    n_faces, n_read, errors = 0, 0, []
+    n_faces, n_read, errors = 0, 0, list(scan_errors)
+    for message in scan_errors:
+        print(f"error: {message}", file=sys.stderr)
     for path in paths:
         try:
             image = load_image(path)

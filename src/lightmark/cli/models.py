@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -74,19 +75,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(predictor, args.data, split=args.split, box_source=args.boxes,
                       detector=detector, seed=args.seed, progress=not args.quiet)
     s = report["summary"]
+    to_stdout = args.json == "-"  # the report goes to stdout: the summary lines to stderr
+    say = (lambda text: print(text, file=sys.stderr)) if to_stdout else print
     line = (f"{args.data} [{args.split}, {args.boxes} boxes] n={s['n']}: "
             f"NME_box {s['nme_box']:.2f}%  NME_io {s['nme_io']:.2f}%  "
             f"FR@8 {s['fr_8_io']:.1f}%  AUC@8 {s['auc_8_io']:.3f}")
     if s.get("n_missed"):
         line += f"  missed {s['n_missed']}"
-    print(line)
+    say(line)
     yaw = [k for k in s if k.startswith("nme_box_yaw")]
     if yaw:
-        print("  yaw bins (NME_box %): " + ", ".join(f"{k[12:]}: {s[k]:.2f}" for k in yaw))
-    if args.json or args.plot:
-        json_path = args.json or str(Path(args.plot).with_suffix(".json"))
+        say("  yaw bins (NME_box %): " + ", ".join(f"{k[12:]}: {s[k]:.2f}" for k in yaw))
+    if to_stdout:
+        from lightmark.evaluate import _json_safe
+
+        print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
+    if (args.json and not to_stdout) or args.plot:
+        json_path = args.json if args.json and not to_stdout else str(Path(args.plot).with_suffix(".json"))
         written = write_report(report, json_path, plot_path=args.plot)
-        print("wrote " + ", ".join(str(p) for p in written.values()))
+        say("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 
 

@@ -21,6 +21,10 @@ class ImageError(LightmarkError):
     """An image file or array that cannot be used; the message names the file and the problem."""
 
 
+class GeometryError(LightmarkError):
+    """A box, crop or matrix that cannot be used (empty, non-finite, singular)."""
+
+
 class CodecError(LightmarkError):
     """A network output or argument the codec cannot use; the message says what is wrong."""
 

@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from lightmark.core.errors import GeometryError
+
 NUM_POINTS = 68
 
 #: Side of the square crop, as a multiple of the larger side of the landmark box.
@@ -39,10 +41,18 @@ def as_box(box: Sequence[float]) -> np.ndarray:
     """Validate a face box (x1, y1, x2, y2) and return it as float64."""
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.all(np.isfinite(b)):
-        raise ValueError(f"a box is four finite numbers x1, y1, x2, y2; got {box!r}")
+        raise GeometryError(f"a box is four finite numbers x1, y1, x2, y2; got {_shown(box)}")
     if b[2] <= b[0] or b[3] <= b[1]:
-        raise ValueError(f"box {tuple(b)} is empty: need x2 > x1 and y2 > y1")
+        raise GeometryError(f"box {_shown(b)} is empty: need x2 > x1 and y2 > y1")
     return b
+
+
+def _shown(values: object) -> str:
+    """Numbers for a message: plain Python floats (numpy 2 would print np.float64(...))."""
+    try:
+        return str(tuple(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)))
+    except (TypeError, ValueError):
+        return repr(values)
 
 
 def landmark_box(points: np.ndarray) -> np.ndarray:
@@ -73,8 +83,8 @@ def crop_matrix(centre: Sequence[float], side: float, out_size: int, angle_deg: 
     screen) by that angle in the crop. With ``flip`` the crop
     is mirrored left-right; the caller must also permute labels with :data:`FLIP_PERMUTATION`.
     """
-    if side <= 0 or not math.isfinite(side):
-        raise ValueError(f"crop side must be positive, got {side}")
+    if not (math.isfinite(side) and side > 0):
+        raise GeometryError(f"crop side must be a positive finite number, got {float(side)}")
     # Plain floats: numpy's per-call cost on 2x2 arrays was most of this function's time.
     s = out_size / side
     a = math.radians(angle_deg)
@@ -100,7 +110,7 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     try:
         lin = np.linalg.inv(m[..., :2])
     except np.linalg.LinAlgError:
-        raise ValueError("affine matrix is singular: it has no inverse") from None
+        raise GeometryError("affine matrix is singular: it has no inverse") from None
     return np.concatenate([lin, -(lin @ m[..., 2:])], axis=-1)
 
 
@@ -124,9 +134,20 @@ def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
     import cv2  # local: keeps `import lightmark.core.geometry` light
 
     m = np.asarray(m, dtype=np.float64)
+    det = float(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]) if m.shape == (2, 3) else 0.0
+    if not (np.all(np.isfinite(m)) and math.isfinite(det) and det != 0):
+        raise GeometryError(f"crop matrix must be a finite, invertible 2x3 matrix, got {m.tolist()}")
     # Shrinking by more than 2x with bilinear sampling aliases; pre-blur with a Gaussian whose
     # width follows the scale so large photos and small crops give the same kind of input.
-    scale = float(np.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
+    scale = math.sqrt(abs(det))
+    if scale < AREA_SHRINK_BELOW:
+        # The Gaussian would grow with the shrink (a 1e9-pixel box: a kernel of 1e9 taps). Area-
+        # average the region first down to a residual shrink of 4x, so the work is bounded by the
+        # photo's pixels plus what the crop can show.
+        image, m = _area_shrink(image, m, out_size, 0.25 / scale)
+        scale = math.sqrt(abs(float(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
+        # Still that small: the photo has collapsed to about a pixel; nothing is left to blur.
+        scale = max(scale, 0.5)
     blur = scale < 0.5
     if blur:
         sigma = 0.5 / scale * 0.5
@@ -151,6 +172,27 @@ def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
 
 
+#: Below this scale (crop pixels per photo pixel) :func:`warp_image` area-averages before blurring.
+AREA_SHRINK_BELOW = 1.0 / 16
+
+
+def _area_shrink(image: np.ndarray, m: np.ndarray, out_size: int,
+                 factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The region the crop reads, area-averaged ``factor`` times smaller, and ``m`` moved onto it."""
+    import cv2
+
+    # Past the region: the blur that follows reaches at most 6 of the smaller pixels.
+    region, m = _region_read(image, m, out_size, int(min(math.ceil(8 * factor), 1 << 40)))
+    h, w = region.shape[:2]
+    dw, dh = max(1, round(w / factor)), max(1, round(h / factor))
+    fx, fy = w / dw, h / dh
+    small = cv2.resize(region, (dw, dh), interpolation=cv2.INTER_AREA)
+    if small.ndim < region.ndim:  # cv2 drops a single channel axis
+        small = small[..., None]
+    # Pixel centres: the small pixel i averages big pixels [i*fx, (i+1)*fx), centred at i*fx + (fx-1)/2.
+    return small, compose_affine(m, np.array([[fx, 0.0, (fx - 1) / 2], [0.0, fy, (fy - 1) / 2]]))
+
+
 def _region_read(image: np.ndarray, m: np.ndarray, out_size: int,
                  reach: int) -> tuple[np.ndarray, np.ndarray]:
     """The part of ``image`` that the crop ``m`` reads, ``reach`` pixels wider on every side, and
@@ -160,7 +202,7 @@ def _region_read(image: np.ndarray, m: np.ndarray, out_size: int,
     (a, b, c), (d, e, f) = m.tolist()  # plain floats: a few numpy calls would cost more
     det = a * e - b * d
     if det == 0 or not math.isfinite(det):
-        raise ValueError("crop matrix is singular")
+        raise GeometryError("crop matrix is singular")
     xs, ys = [], []
     for u in (-0.5, out_size - 0.5):  # the crop's corners, back in the photo
         for v in (-0.5, out_size - 0.5):

@@ -4,17 +4,26 @@ Everything here works without torch. Images inside lightmark are HxWx3 uint8 RGB
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from lightmark.core.errors import ImageError
 
-ImageLike = Union[str, Path, np.ndarray]
+ImageLike = Union[str, bytes, "os.PathLike[str]", np.ndarray]
+
+#: Image files found when a folder is scanned (CLI, data sets); any file Pillow reads loads by path.
+#: The common photo formats first (the order in which an image beside a label file is looked for).
+#: Every one is a format Pillow reads (tested), except .heic/.heif, which need the pillow-heif
+#: plugin: without it such a file is reported as unreadable, never silently left out.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif",
+                  ".heic", ".heif", ".jpe", ".jfif", ".jp2", ".j2k", ".apng", ".qoi", ".tga",
+                  ".ppm", ".pgm", ".pbm", ".pnm", ".dib")
+#: How far outside [0, 1] a float image may stray (half a level of 8 bits) before it is refused.
+_FLOAT_SLACK = 0.5 / 255
 
 # Normalisation of the network input: (pixel / 255 - MEAN) / STD, per RGB channel.
-#: Image files found when a folder is scanned (CLI, data sets); any file Pillow reads loads by path.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -26,8 +35,17 @@ _INPUT_SHIFT = (-MEAN / STD).astype(np.float32)[:, None, None]
 
 
 def to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
-    """Any grayscale / RGB / RGBA array of uint8, uint16 or float in [0, 1] -> HxWx3 uint8 RGB."""
-    a = np.asarray(array)
+    """Any grayscale / RGB / RGBA array of uint8, uint16 (0..65535) or float in [0, 1] ->
+    HxWx3 uint8 RGB.
+
+    Arrays whose values do not fit their type's range are refused, not guessed at: a float image
+    in 0..255 (or ImageNet-normalised) would clip to white or black, and a uint16 array holding
+    8-bit values would turn black, both giving "no face" with no hint why.
+    """
+    try:
+        a = np.asarray(array)
+    except Exception as e:  # ragged nested lists and the like
+        raise ImageError(f"{name}: not an image array ({type(e).__name__}: {e})") from None
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
@@ -35,11 +53,21 @@ def to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
     if a.shape[0] < 2 or a.shape[1] < 2:
         raise ImageError(f"{name}: image is too small ({a.shape[1]}x{a.shape[0]})")
     if a.dtype == np.uint16:
+        if a.size and int(a.max()) <= 255:
+            raise ImageError(f"{name}: uint16 image with values only up to {int(a.max())}: a "
+                             "16-bit image spans 0..65535; if it holds 8-bit values, pass "
+                             "array.astype(np.uint8)")
         a = (a >> 8).astype(np.uint8)
-    elif a.dtype in (np.float32, np.float64):
+    elif a.dtype in (np.float16, np.float32, np.float64):
         if not np.all(np.isfinite(a)):
             raise ImageError(f"{name}: image has NaN or infinite values")
-        a = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -_FLOAT_SLACK or hi > 1 + _FLOAT_SLACK:
+            hint = " (0..255 values: divide by 255 or pass uint8)" if hi <= 255 + 0.5 and lo >= -0.5 \
+                else ""
+            raise ImageError(f"{name}: float image values must lie in [0, 1], got {lo:.4g}..{hi:.4g}"
+                             + hint)
+        a = np.clip(a.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
@@ -51,7 +79,20 @@ def to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def load_image(path: Union[str, Path], apply_exif: bool = True) -> np.ndarray:
+def as_path(path: Union[str, bytes, "os.PathLike[str]"], what: str = "path") -> Path:
+    """A str, bytes or path-like -> Path; anything else is an :class:`ImageError`."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        try:
+            p = os.fsdecode(path)
+        except (TypeError, UnicodeDecodeError) as e:
+            raise ImageError(f"{path!r}: not a usable {what} ({e})") from None
+        if "\x00" in p:
+            raise ImageError(f"{p!r}: a {what} cannot contain a NUL character")
+        return Path(p)
+    raise ImageError(f"{what} must be a str, bytes or path-like, got {type(path).__name__}")
+
+
+def load_image(path: Union[str, bytes, "os.PathLike[str]"], apply_exif: bool = True) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB, honouring EXIF orientation (``apply_exif``).
 
     Labelled data sets pass ``apply_exif=False``: their points refer to the stored pixels.
@@ -61,8 +102,12 @@ def load_image(path: Union[str, Path], apply_exif: bool = True) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
-    p = Path(path)
-    if not p.is_file():
+    p = as_path(path, "image path")
+    try:
+        is_file = p.is_file()
+    except OSError as e:  # a name too long for the file system, and the like
+        raise ImageError(f"{p}: cannot use this image path ({e.strerror or e})") from None
+    if not is_file:
         raise ImageError(f"{p}: no such image file")
     try:
         with Image.open(p) as im:
@@ -83,8 +128,8 @@ def load_image(path: Union[str, Path], apply_exif: bool = True) -> np.ndarray:
 
 
 def as_image(image: ImageLike) -> np.ndarray:
-    """A path or an array -> HxWx3 uint8 RGB."""
-    if isinstance(image, (str, Path)):
+    """A path (str, bytes, path-like) or an array -> HxWx3 uint8 RGB."""
+    if isinstance(image, (str, bytes, os.PathLike)):
         return load_image(image)
     return to_rgb8(image)
 

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
-from lightmark.core.codec import HEADS
+from lightmark.core.codec import DECODERS, HEADS
 from lightmark.core.errors import ModelFileError
-from lightmark.core.geometry import LANDMARK_CROP_SCALE
+from lightmark.core.geometry import LANDMARK_CROP_SCALE, NUM_POINTS
 
 PathLike = Union[str, Path]
 
@@ -75,13 +75,29 @@ def read_meta(json_path: PathLike, require_format: bool = False) -> dict[str, An
     if not isinstance(model, dict) or "head" not in model or "input_size" not in model:
         raise ModelFileError(f"{p}: metadata must hold a 'model' mapping with 'head' and 'input_size'")
     # Checked here, at load time, so a bad file fails when it is opened, not at the first predict.
-    if model["head"] not in HEADS:
+    if not isinstance(model["head"], str) or model["head"] not in HEADS:
         raise ModelFileError(f"{p}: unknown head {model['head']!r} (known: {', '.join(HEADS)})")
-    try:
-        size = int(model["input_size"])
-        crop_scale = float(meta.get("crop_scale", LANDMARK_CROP_SCALE))
-    except (TypeError, ValueError):
-        raise ModelFileError(f"{p}: 'model.input_size' and 'crop_scale' must be numbers") from None
-    if size < 8 or not (math.isfinite(crop_scale) and crop_scale > 0):
-        raise ModelFileError(f"{p}: bad input_size {size} or crop_scale {crop_scale}")
+    size, crop_scale = model["input_size"], meta.get("crop_scale", LANDMARK_CROP_SCALE)
+    if not _is_int(size) or not 8 <= size <= 4096:
+        raise ModelFileError(f"{p}: 'model.input_size' must be a whole number from 8 to 4096, got {size!r}")
+    if isinstance(crop_scale, bool) or not isinstance(crop_scale, (int, float)) \
+            or not (math.isfinite(crop_scale) and 0 < crop_scale <= 100):
+        raise ModelFileError(f"{p}: 'crop_scale' must be a positive number, got {crop_scale!r}")
+    # What the runtime reads besides: checked now, not found wrong at the first prediction.
+    if model.get("num_points", NUM_POINTS) != NUM_POINTS or isinstance(model.get("num_points"), bool):
+        raise ModelFileError(f"{p}: 'model.num_points' is {model.get('num_points')!r}; lightmark "
+                             f"models predict {NUM_POINTS} points")
+    hm = model.get("heatmap_size", 1)
+    if not _is_int(hm) or hm < 1:
+        raise ModelFileError(f"{p}: 'model.heatmap_size' must be a positive whole number, got {hm!r}")
+    codec = meta.get("codec")
+    if codec is not None and not isinstance(codec, dict):
+        raise ModelFileError(f"{p}: 'codec' must be a mapping, got {type(codec).__name__}")
+    decoder = (codec or {}).get("decoder")
+    if decoder is not None and decoder not in DECODERS:
+        raise ModelFileError(f"{p}: unknown codec.decoder {decoder!r} (known: {', '.join(DECODERS)})")
     return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -16,6 +16,7 @@ from typing import Any, Union
 import numpy as np
 
 from lightmark.core.errors import DataError
+from lightmark.data.formats import MAX_COORDINATE
 
 PathLike = Union[str, Path]
 
@@ -69,15 +70,22 @@ def parse_aflw21_row(cells: list[str], where: str) -> tuple[float, np.ndarray]:
     yaw = float(vals[0])
     if not math.isfinite(yaw):
         raise DataError(f"{where}: non-finite yaw {cells[0]!r}")
-    xy = vals[1:].reshape(NUM_POINTS_AFLW21, 2)
+    # Checked after the float32 cast (1e39 is inf there), and against absurd magnitudes.
+    with np.errstate(over="ignore", invalid="ignore"):
+        xy = vals[1:].reshape(NUM_POINTS_AFLW21, 2).astype(np.float32)
     if not np.all(np.isfinite(xy)):
         bad = np.nonzero(~np.all(np.isfinite(xy), axis=1))[0]
-        raise DataError(f"{where}: non-finite (NaN or inf) coordinates at point(s) {bad.tolist()[:8]}")
+        raise DataError(f"{where}: non-finite (NaN or inf, or beyond float32) coordinates at "
+                        f"point(s) {bad.tolist()[:8]}")
+    far = np.nonzero(np.any(np.abs(xy) > MAX_COORDINATE, axis=1))[0]
+    if len(far):
+        raise DataError(f"{where}: absurd coordinates at point(s) {far.tolist()[:8]} "
+                        f"(beyond {MAX_COORDINATE:.0e} pixels)")
     hidden = (xy[:, 0] == _INVISIBLE[0]) & (xy[:, 1] == _INVISIBLE[1])
     if hidden.all():
         raise DataError(f"{where}: no visible points (all 21 are -1,-1)")
     xy[hidden] = np.nan
-    return yaw, xy.astype(np.float32)
+    return yaw, xy
 
 
 def read_aflw21_csv(path: PathLike) -> list[tuple[str, int, Any]]:
@@ -130,17 +138,14 @@ def read_aflw2000_pt2d(path: PathLike) -> np.ndarray:
     1-based like ``pt3d_68`` in the same files (the points shared with iBUG sit on ``pt3d_68`` with
     no mean offset of a pixel), so 1 is subtracted, as :func:`lightmark.data.formats.read_aflw_mat` does.
     """
+    from lightmark.data.matfile import read_mat_arrays  # strict: scipy's reader could segfault
+
     path = Path(path)
-    try:
-        import scipy.io
-    except ImportError:
-        raise DataError(f"{path}: reading AFLW2000-3D .mat files needs scipy") from None
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=["pt2d"])
-    except Exception as e:  # scipy raises several types for broken .mat files
-        raise DataError(f"{path}: garbled or truncated .mat file ({type(e).__name__}: {e})") from None
+    mat = read_mat_arrays(path, ["pt2d"])
     if "pt2d" not in mat:
         raise DataError(f"{path}: no 'pt2d' variable (is this an AFLW2000-3D label file?)")
+    if isinstance(mat["pt2d"], str):
+        raise DataError(f"{path}: pt2d is {mat['pt2d']}, not numbers")
     p = np.asarray(mat["pt2d"], dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != 2 or p.shape[1] < NUM_POINTS_AFLW21:
         raise DataError(f"{path}: pt2d should be 2x21 (or 2x23), got {p.shape}")
@@ -149,4 +154,8 @@ def read_aflw2000_pt2d(path: PathLike) -> np.ndarray:
     xy[missing] = np.nan
     if missing.all():
         raise DataError(f"{path}: pt2d has no visible points")
-    return (xy - 1.0).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (xy - 1.0).astype(np.float32)
+    if np.any(np.isinf(out)) or np.any(np.abs(np.nan_to_num(out)) > MAX_COORDINATE):
+        raise DataError(f"{path}: pt2d has absurd coordinates (beyond {MAX_COORDINATE:.0e} pixels)")
+    return out

@@ -15,19 +15,41 @@ import numpy as np
 
 from lightmark.core.errors import DataError
 from lightmark.core.geometry import NUM_POINTS
+from lightmark.data.matfile import read_mat_arrays
 
 PathLike = Union[str, Path]
 
 
+#: No photo is a million pixels wide: a coordinate beyond this is a broken label (1e7 made the crop
+#: of that face hang; 1e39 is not even a float32).
+MAX_COORDINATE = 1e6
+
+
 def _check_points(points: np.ndarray, where: str) -> np.ndarray:
+    """float32 (68, 2) points, checked *after* the cast to float32 (1e39 is inf there)."""
     p = np.asarray(points, dtype=np.float64)
     if p.shape != (NUM_POINTS, 2):
         raise DataError(f"{where}: wrong number of points: expected {NUM_POINTS} (x, y) pairs, "
                         f"got {p.size // 2 if p.ndim else 0} (shape {p.shape})")
-    if not np.all(np.isfinite(p)):
-        bad = np.nonzero(~np.all(np.isfinite(p), axis=1))[0]
-        raise DataError(f"{where}: non-finite (NaN or inf) coordinates at point(s) {bad.tolist()[:8]}")
-    return p.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p32 = p.astype(np.float32)
+    finite = np.all(np.isfinite(p32), axis=1)
+    if not np.all(finite):
+        bad = np.nonzero(~finite)[0]
+        raise DataError(f"{where}: non-finite (NaN or inf, or beyond float32) coordinates at "
+                        f"point(s) {bad.tolist()[:8]}")
+    far = np.nonzero(np.any(np.abs(p32) > MAX_COORDINATE, axis=1))[0]
+    if len(far):
+        i = int(far[0])
+        raise DataError(f"{where}: absurd coordinates at point(s) {far.tolist()[:8]} (point {i} is "
+                        f"({float(p32[i, 0]):.4g}, {float(p32[i, 1]):.4g}); beyond "
+                        f"{MAX_COORDINATE:.0e} pixels)")
+    span = p32.max(axis=0) - p32.min(axis=0)
+    if not np.all(span > 0):
+        raise DataError(f"{where}: degenerate points: all 68 lie on one "
+                        f"{'point' if not np.any(span > 0) else 'line'} (width {float(span[0]):g}, "
+                        f"height {float(span[1]):g})")
+    return p32
 
 
 def _read_text(path: Path) -> str:
@@ -62,10 +84,12 @@ def read_facesynthetics_labels(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     xy = _parse_xy_lines(lines, path)
     # No shift: these are already pixel-centre coordinates (see the module docstring).
     pts = _check_points(xy[:NUM_POINTS], str(path))
-    pupils = xy[NUM_POINTS:]
-    if not np.all(np.isfinite(pupils)):
-        raise DataError(f"{path}: non-finite (NaN or inf) pupil coordinates")
-    return pts, pupils.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pupils = xy[NUM_POINTS:].astype(np.float32)
+    if not np.all(np.isfinite(pupils)) or np.any(np.abs(pupils) > MAX_COORDINATE):
+        raise DataError(f"{path}: non-finite or absurd pupil coordinates "
+                        f"{np.asarray(xy[NUM_POINTS:]).tolist()}")
+    return pts, pupils
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,17 +99,14 @@ def read_facesynthetics_labels(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
 def read_aflw_mat(path: PathLike) -> tuple[np.ndarray, dict]:
     """``imageNNNNN.mat`` -> (68 points as 0-based pixel centres, pose meta in degrees)."""
     path = Path(path)
-    try:
-        import scipy.io
-    except ImportError:
-        raise DataError(f"{path}: reading AFLW2000-3D .mat files needs scipy "
-                        "(pip install scipy, or lightmark[train])") from None
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=["pt3d_68", "Pose_Para"])
-    except Exception as e:  # scipy raises several types for broken .mat files
-        raise DataError(f"{path}: garbled or truncated .mat file ({type(e).__name__}: {e})") from None
+    # Our own strict reader, not scipy.io.loadmat: a corrupt uncompressed file crashed scipy's
+    # (SIGSEGV, the whole run gone); this one can only raise a DataError naming the file.
+    mat = read_mat_arrays(path, ["pt3d_68", "Pose_Para"])
     if "pt3d_68" not in mat:
         raise DataError(f"{path}: no 'pt3d_68' variable (is this an AFLW2000-3D label file?)")
+    for name, value in mat.items():
+        if isinstance(value, str):
+            raise DataError(f"{path}: {name} is {value}, not numbers")
     p3 = np.asarray(mat["pt3d_68"], dtype=np.float64)
     if p3.ndim != 2 or p3.shape[0] < 2 or p3.shape[1] != NUM_POINTS:
         raise DataError(f"{path}: wrong number of points: pt3d_68 should be 3x68, got {p3.shape}")
@@ -95,7 +116,8 @@ def read_aflw_mat(path: PathLike) -> tuple[np.ndarray, dict]:
     if "Pose_Para" in mat:
         pose = np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1)
         if pose.size < 3 or not np.all(np.isfinite(pose[:3])):
-            raise DataError(f"{path}: Pose_Para should start with finite pitch, yaw, roll; got {pose[:3]}")
+            raise DataError(f"{path}: Pose_Para should start with finite pitch, yaw, roll; "
+                            f"got {pose[:3].tolist()}")
         # Pose_Para = (pitch, yaw, roll) in radians, then translation and scale.
         meta["pitch_deg"], meta["yaw_deg"], meta["roll_deg"] = (float(math.degrees(a)) for a in pose[:3])
     return pts, meta
@@ -203,11 +225,22 @@ def read_keypoint_csv(path: PathLike) -> tuple[list[str], list[Any], bool]:
                 values.append(e)
         return names, values, has_header
     names, arr = table
-    finite = np.isfinite(arr).all(axis=1)
-    pts = arr.astype(np.float32).reshape(len(arr), NUM_POINTS, 2)
-    values = [pts[k] if finite[k] else
-              DataError(f"{path}: row {first_line + k} ({names[k]!r}): non-finite (NaN or inf) coordinates")
-              for k in range(len(arr))]
+    with np.errstate(over="ignore", invalid="ignore"):
+        pts = arr.astype(np.float32).reshape(len(arr), NUM_POINTS, 2)
+    # The checks of _check_points, vectorised (12,000 rows); rows failing one get its exact error.
+    ok = np.isfinite(pts).all(axis=(1, 2))
+    ok &= ~(np.abs(np.where(np.isfinite(pts), pts, 0)) > MAX_COORDINATE).any(axis=(1, 2))
+    ok &= ((pts.max(axis=1) - pts.min(axis=1)) > 0).all(axis=1)
+    values: list[Any] = []
+    for k in range(len(arr)):
+        if ok[k]:
+            values.append(pts[k])
+            continue
+        try:
+            values.append(_check_points(arr[k].reshape(NUM_POINTS, 2),
+                                        f"{path}: row {first_line + k} ({names[k]!r})"))
+        except DataError as e:
+            values.append(e)
     return names, values, has_header
 
 

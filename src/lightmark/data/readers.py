@@ -106,6 +106,7 @@ class LandmarkDataset:
             image = load_image(rec.image_path, apply_exif=False)  # labels index stored pixels
         except ImageError as e:  # re-raised as the data layer's error type; the message names the file
             raise DataError(str(e)) from None
+        check_points_in_image(rec, image.shape)
         return Sample(image=image, points=rec.points.copy(), meta=dict(rec.meta))
 
     def subset(self, indices: Iterable[int]) -> "LandmarkDataset":
@@ -131,6 +132,27 @@ class LandmarkDataset:
 
     def __repr__(self) -> str:
         return f"LandmarkDataset({self.name!r}, kind={self.kind!r}, {len(self)} records, {len(self.bad)} bad)"
+
+
+#: Labelled points may lie outside their image (a jaw under the frame), but at most this many image
+#: sizes beyond each edge: further out they are a broken label, and their crop would be mostly void.
+MAX_POINTS_OUTSIDE = 1.0
+
+
+def check_points_in_image(rec: Record, shape: tuple[int, ...]) -> None:
+    """Refuse a record whose points are absurd for its image, naming the label file."""
+    h, w = shape[:2]
+    p = rec.points
+    lo = -MAX_POINTS_OUTSIDE * np.array([w, h])
+    hi = (1 + MAX_POINTS_OUTSIDE) * np.array([w, h])
+    far = np.nonzero(np.any((p < lo) | (p > hi), axis=1))[0]
+    if len(far):
+        where = rec.meta.get("label_path") or (f"{rec.meta['table']} ({rec.image_path.name})"
+                                               if "table" in rec.meta else str(rec.image_path))
+        i = int(far[0])
+        raise DataError(f"{where}: point(s) {far.tolist()[:8]} lie far outside the {w}x{h} image "
+                        f"{rec.image_path.name} (point {i} at ({float(p[i, 0]):.4g}, "
+                        f"{float(p[i, 1]):.4g}))")
 
 
 # --------------------------------------------------------------------------------------------

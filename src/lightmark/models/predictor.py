@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightmark.core.codec import decode
+from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
 from lightmark.core.imaging import to_input
 
@@ -22,7 +23,9 @@ class TorchPredictor:
     """
 
     def __init__(self, model: nn.Module, meta: dict, device: Union[str, torch.device, None] = None,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, name: str = "torch model") -> None:
+        #: What errors name: the model file, when the model came from one.
+        self.name = name
         if "model" not in meta:
             raise ValueError("TorchPredictor: meta has no 'model' entry (the ModelConfig)")
         model_cfg = meta["model"]
@@ -45,7 +48,7 @@ class TorchPredictor:
         self.batch_size = int(batch_size)
         self.model = model.to(self.device).eval()
 
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+    def _check_crops(self, crops: np.ndarray) -> np.ndarray:
         c = np.asarray(crops)
         if c.ndim == 3:
             c = c[None]
@@ -53,35 +56,37 @@ class TorchPredictor:
         if c.dtype != np.uint8 or c.ndim != 4 or c.shape[1:] != (s, s, 3):
             raise ValueError(f"predict_crops: expected uint8 crops of shape (N, {s}, {s}, 3), "
                              f"got {c.dtype} {c.shape}")
-        out: list[np.ndarray] = []
-        with torch.inference_mode():
-            for i in range(0, len(c), self.batch_size):
-                x = torch.from_numpy(to_input(c[i:i + self.batch_size])).to(self.device)
-                y = self.model(x).float().cpu().numpy()
-                out.append(decode(y, self.model_cfg, self.codec_cfg))
-        if not out:
-            return np.zeros((0, self.model_cfg.num_points, 2), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return c
 
-    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
-                          ) -> tuple[Optional[np.ndarray], np.ndarray]:
-        """Like :meth:`predict_crops`, and the raw model output (numpy) beside the points
-        (points ``None`` with ``decode_points=False``)."""
-        c = np.asarray(crops)
-        if c.ndim == 3:
-            c = c[None]
-        s = self.input_size
-        if c.dtype != np.uint8 or c.ndim != 4 or c.shape[1:] != (s, s, 3):
-            raise ValueError(f"predict_crops_raw: expected uint8 crops of shape (N, {s}, {s}, 3), "
-                             f"got {c.dtype} {c.shape}")
+    def _raw(self, c: np.ndarray) -> np.ndarray:
         raw: list[np.ndarray] = []
         with torch.inference_mode():
             for i in range(0, len(c), self.batch_size):
                 x = torch.from_numpy(to_input(c[i:i + self.batch_size])).to(self.device)
                 raw.append(self.model(x).float().cpu().numpy())
-        if not raw:
+        return np.concatenate(raw)
+
+    def _decode(self, y: np.ndarray) -> np.ndarray:
+        try:
+            pts = decode(y, self.model_cfg, self.codec_cfg).astype(np.float32)
+        except CodecError as e:
+            raise ModelFileError(f"{self.name}: its output cannot be decoded ({e})") from None
+        if not np.all(np.isfinite(pts)):
+            raise ModelFileError(f"{self.name}: the model gave non-finite points (broken weights?)")
+        return pts
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        c = self._check_crops(crops)
+        if len(c) == 0:
+            return np.zeros((0, self.model_cfg.num_points, 2), np.float32)
+        return self._decode(self._raw(c))
+
+    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
+                          ) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Like :meth:`predict_crops`, and the raw model output (numpy) beside the points
+        (points ``None`` with ``decode_points=False``)."""
+        c = self._check_crops(crops)
+        if len(c) == 0:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32), np.zeros((0,), np.float32)
-        out = np.concatenate(raw)
-        if not decode_points:
-            return None, out
-        return decode(out, self.model_cfg, self.codec_cfg).astype(np.float32), out
+        out = self._raw(c)
+        return (self._decode(out) if decode_points else None), out

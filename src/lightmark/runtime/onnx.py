@@ -16,7 +16,7 @@ from lightmark.core.files import sha256
 from lightmark.core.geometry import LANDMARK_CROP_SCALE
 from lightmark.core.codec import decode
 from lightmark.core.imaging import to_input
-from lightmark.core.errors import ModelFileError
+from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
 from lightmark.runtime.session import make_session
 
@@ -74,8 +74,7 @@ class OnnxPredictor:
         """Raw network output for a normalised float32 (n, 3, S, S) batch (n <= chunk when fixed)."""
         return self._session.run(["output"], {"input": x})[0]
 
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Points in crop pixels, float32 (N, K, 2), for uint8 crops (N, S, S, 3) or one (S, S, 3)."""
+    def _check_crops(self, crops: np.ndarray) -> np.ndarray:
         c = np.asarray(crops)
         if c.ndim == 3:
             c = c[None]
@@ -84,17 +83,41 @@ class OnnxPredictor:
             raise ValueError(f"{self.onnx_path.name}: crops must be (N, {s}, {s}, 3), got shape {c.shape}")
         if c.dtype != np.uint8:
             raise ValueError(f"{self.onnx_path.name}: crops must be uint8, got {c.dtype}")
-        if len(c) == 0:
-            return np.zeros((0, self.num_points, 2), np.float32)
-        out = []
+        return c
+
+    def _run_chunks(self, c: np.ndarray) -> list[np.ndarray]:
+        """Raw outputs of the network over ``c`` in chunks (a fixed batch is padded)."""
+        raw = []
         for i in range(0, len(c), self.chunk):
             x = to_input(c[i:i + self.chunk])
             n = len(x)
             if self._fixed_batch and n < self._fixed_batch:  # pad the last chunk of a fixed batch
                 x = np.concatenate([x, np.zeros((self._fixed_batch - n,) + x.shape[1:], x.dtype)])
-            y = self.run(x)[:n]
-            out.append(decode(y, self.meta["model"], self.meta.get("codec")))
-        return np.concatenate(out).astype(np.float32)
+            try:
+                raw.append(self.run(x)[:n])
+            except Exception as e:  # onnxruntime's own types: a graph that loads but cannot run
+                raise ModelFileError(f"{self.onnx_path}: the model failed to run "
+                                     f"({type(e).__name__}: {str(e)[:300]})") from None
+        return raw
+
+    def _decode(self, y: np.ndarray) -> np.ndarray:
+        try:
+            pts = decode(y, self.meta["model"], self.meta.get("codec")).astype(np.float32)
+        except CodecError as e:
+            raise ModelFileError(f"{self.onnx_path}: its output does not fit {self.json_path.name} "
+                                 f"({e})") from None
+        if pts.shape[1:] != (self.num_points, 2) or not np.all(np.isfinite(pts)):
+            # NaN points are never an answer: the weights are broken (or the graph is not a model).
+            what = "non-finite points" if pts.shape[1:] == (self.num_points, 2) else f"output of shape {pts.shape}"
+            raise ModelFileError(f"{self.onnx_path}: the model gave {what} (broken weights?)")
+        return pts
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Points in crop pixels, float32 (N, K, 2), for uint8 crops (N, S, S, 3) or one (S, S, 3)."""
+        c = self._check_crops(crops)
+        if len(c) == 0:
+            return np.zeros((0, self.num_points, 2), np.float32)
+        return np.concatenate([self._decode(y) for y in self._run_chunks(c)])
 
     def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:
@@ -102,23 +125,11 @@ class OnnxPredictor:
         (float32 (N, K, 2) points, the output array, e.g. (N, K, h, w) logits). For scores
         computed from the maps (:mod:`lightmark.core.quality`). ``decode_points=False``: points
         ``None`` (for a caller that decodes the output itself)."""
-        c = np.asarray(crops)
-        if c.ndim == 3:
-            c = c[None]
-        s = self.input_size
-        if c.ndim != 4 or c.shape[1:] != (s, s, 3) or c.dtype != np.uint8:
-            raise ModelFileError(f"{self.onnx_path.name}: crops must be uint8 (N, {s}, {s}, 3), "
-                                 f"got {c.dtype} {c.shape}")
-        raw = []
-        for i in range(0, len(c), self.chunk):
-            x = to_input(c[i:i + self.chunk])
-            n = len(x)
-            if self._fixed_batch and n < self._fixed_batch:
-                x = np.concatenate([x, np.zeros((self._fixed_batch - n,) + x.shape[1:], x.dtype)])
-            raw.append(self.run(x)[:n])
-        if not raw:
+        c = self._check_crops(crops)
+        if len(c) == 0:
             return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0,), np.float32)
+        raw = self._run_chunks(c)
         out = np.concatenate(raw) if len(raw) > 1 else raw[0]
         if not decode_points:
             return None, out
-        return decode(out, self.meta["model"], self.meta.get("codec")).astype(np.float32), out
+        return self._decode(out), out

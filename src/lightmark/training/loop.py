@@ -22,10 +22,10 @@ import torch
 
 from lightmark.core.config import Config, apply_overrides, load_config, validate_config
 from lightmark.core.errors import ConfigError
-from lightmark.core.files import write_text
+from lightmark.core.files import clean_stale_temporaries, write_text
 from lightmark.data.readers import LandmarkDataset, open_dataset, require_68
-from lightmark.models import TorchPredictor, build_model, load_model, save_model
-from lightmark.training.checkpoints import load_checkpoint, model_meta, save_checkpoint
+from lightmark.models import TorchPredictor, build_model, load_model
+from lightmark.training.checkpoints import load_checkpoint, model_meta, save_checkpoint, save_model_set
 from lightmark.training.data import CropCache, EpochSampler, TrainSet
 from lightmark.training.losses import Teacher, compute_loss, distill_loss
 
@@ -117,6 +117,8 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     is_main = rank == 0
     say = log if is_main else (lambda _msg: None)
     out = Path(cfg.out_dir)
+    if is_main and out.is_dir():
+        clean_stale_temporaries(out)  # left by a run killed mid-write
     # The teacher is checked before minutes of data caching.
     teacher = Teacher(cfg, device) if t.teacher else None
     if teacher:
@@ -205,12 +207,14 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
         state["epoch"] = epoch + 1
         say(json.dumps(row))
         if is_main:
-            save_checkpoint(out, "last", model, opt, cfg, state)
+            # best before last, and last recording the new best: a run killed between the two
+            # resumes from the previous epoch and redoes both, so best is never a stale choice.
             nme = row.get("nme_io")
             if nme is not None and (state["best_nme_io"] is None or nme < state["best_nme_io"]):
                 state["best_nme_io"] = nme
-                save_model(model, model_meta(cfg, epoch=epoch + 1, history=state["history"]),
-                           out / "best")
+                save_model_set(out, "best", model,
+                               model_meta(cfg, epoch=epoch + 1, history=state["history"]))
+            save_checkpoint(out, "last", model, opt, cfg, state)
             write_text(out / "history.json", json.dumps(state["history"], indent=1))
         if t.max_minutes and (time.time() - run_start) / 60 > t.max_minutes:
             say(f"stopping after {state['epoch']} epochs: max_minutes={t.max_minutes} reached")

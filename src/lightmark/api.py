@@ -210,10 +210,9 @@ class Landmarker:
             lo, hi = REFINE_SIDE_RANGE
             again = []
             for b, p in zip(boxes, pts):
-                lm_boxes = np.stack([_safe_landmark_box(q) for q in p]) if len(p) else np.zeros((0, 4))
-                side1 = scale * np.max(b[:, 2:] - b[:, :2], axis=1) if len(b) else np.zeros(0)
-                side2 = self.crop_scale * np.max(lm_boxes[:, 2:] - lm_boxes[:, :2], axis=1) \
-                    if len(b) else np.zeros(0)
+                lm_boxes = _safe_landmark_boxes(p)
+                side1 = scale * np.max(b[:, 2:] - b[:, :2], axis=1)
+                side2 = self.crop_scale * np.max(lm_boxes[:, 2:] - lm_boxes[:, :2], axis=1)
                 again.append((lm_boxes, (side2 >= lo * side1) & (side2 <= hi * side1)))
             refined = self._run(imgs, [lm[ok] for lm, ok in again], self.crop_scale, (0.0, 0.0))
             for p, (_, ok), r in zip(pts, again, refined):
@@ -224,14 +223,27 @@ class Landmarker:
              shift: tuple[float, float]) -> list[np.ndarray]:
         """Crop every box of every image, run the model once, map the points back per image."""
         s = self.input_size
-        cropped = [geometry.crops_from_boxes(img, b, s, scale, shift) for img, b in zip(imgs, boxes)]
-        counts = [len(c) for c, _ in cropped]
-        if sum(counts) == 0:
+        counts = [len(b) for b in boxes]
+        total = sum(counts)
+        if total == 0:
             return [np.zeros((0, 68, 2), np.float32) for _ in imgs]
-        crop_pts = self.predictor.predict_crops(np.concatenate([c for c, _ in cropped]))
+        # Every crop goes straight into one batch array: no per-image arrays to concatenate.
+        crops = np.empty((total, s, s, 3), np.uint8)
+        mats = []
+        start = 0
+        for img, b, n in zip(imgs, boxes, counts):
+            if n:
+                m = geometry.crop_matrices_from_boxes(b, s, scale, shift)
+                for j in range(n):
+                    geometry.warp_image(img, m[j], s, out=crops[start + j])
+                mats.append(m)
+            else:
+                mats.append(None)
+            start += n
+        crop_pts = self.predictor.predict_crops(crops)
         out, start = [], 0
-        for (_, mats), n in zip(cropped, counts):
-            out.append(geometry.points_to_image(crop_pts[start:start + n], mats) if n
+        for m, n in zip(mats, counts):
+            out.append(geometry.points_to_image(crop_pts[start:start + n], m) if n
                        else np.zeros((0, 68, 2), np.float32))
             start += n
         return out
@@ -250,14 +262,19 @@ class Landmarker:
                                   f"got shape {b.shape}")
         b = b[:, :4]
         h, w = shape[:2]
-        for i, row in enumerate(b):
+        finite = np.isfinite(b).all(axis=1)
+        bad = ~finite | ~(b[:, 2] > b[:, 0]) | ~(b[:, 3] > b[:, 1])
+        if bad.any():  # the first bad box, with geometry.as_box's message
+            i = int(np.argmax(bad))
             try:
-                geometry.as_box(row)
+                geometry.as_box(b[i])
             except ValueError as e:
                 raise LandmarkerError(f"box {i}: {e}") from None
-            # A box wholly outside the picture would give an all-black crop and confident nonsense.
-            if row[2] <= 0 or row[3] <= 0 or row[0] >= w or row[1] >= h:
-                raise LandmarkerError(f"box {i} {tuple(np.round(row, 1))} lies outside the {w}x{h} image")
+        # A box wholly outside the picture would give an all-black crop and confident nonsense.
+        outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w) | (b[:, 1] >= h)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise LandmarkerError(f"box {i} {tuple(np.round(b[i], 1))} lies outside the {w}x{h} image")
         return b
 
 
@@ -269,9 +286,13 @@ def _is_numeric(x: Any) -> bool:
     return a.dtype.kind in "biuf"
 
 
-def _safe_landmark_box(points: np.ndarray) -> np.ndarray:
-    """Landmark box, widened to at least 2 pixels so a collapsed prediction cannot make an empty box."""
-    b = geometry.landmark_box(points)
-    c = (b[:2] + b[2:]) / 2
-    half = np.maximum((b[2:] - b[:2]) / 2, 1.0)
-    return np.concatenate([c - half, c + half])
+def _safe_landmark_boxes(points: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` landmark boxes of ``(N, 68, 2)`` points, each widened to at least 2 pixels so a
+    collapsed prediction cannot make an empty box (float64, as ``geometry.landmark_box``)."""
+    if len(points) == 0:
+        return np.zeros((0, 4))
+    p = np.asarray(points, dtype=np.float64).reshape(len(points), -1, 2)
+    lo, hi = p.min(axis=1), p.max(axis=1)
+    c = (lo + hi) / 2
+    half = np.maximum((hi - lo) / 2, 1.0)
+    return np.concatenate([c - half, c + half], axis=1)

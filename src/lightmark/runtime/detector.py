@@ -138,11 +138,22 @@ class FaceDetector:
         cw, ch = self.canvas_size(image)
         h, w = image.shape[:2]
         scale = min(w_in / cw, h_in / ch)
-        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        x = np.zeros((h_in, w_in, 3), np.float32)  # 0 after normalisation = pixel value 127
-        x[: small.shape[0], : small.shape[1]] = (small.astype(np.float32) - _MEAN) * _SCALE
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        # Resized straight into the padded canvas; pixel value 127 is 0 after normalisation.
+        canvas = np.full((h_in, w_in, 3), int(_MEAN), np.uint8)
+        small = canvas[:sh, :sw]
+        out = cv2.resize(image, (sw, sh), dst=small,
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        if out is not small and not np.shares_memory(out, canvas):  # an OpenCV that ignored dst
+            small[...] = out
+        # Plane by plane into NCHW, then one in-place multiply-add: (x - 127) / 128 is exact in
+        # float32 in either order, so this equals the broadcast formula bit for bit.
+        x = np.empty((1, 3, h_in, w_in), np.float32)
+        for c, plane in enumerate(cv2.split(canvas)):
+            x[0, c] = plane
+        x -= _MEAN
+        x *= _SCALE
+        return x
 
     def detect(self, image: ImageLike) -> np.ndarray:
         """Faces in ``image`` (array or path): float32 (N, 5) x1, y1, x2, y2, score, best first."""

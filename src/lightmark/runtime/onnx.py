@@ -22,9 +22,10 @@ from lightmark.runtime.session import make_session
 
 PathLike = Union[str, Path]
 
-# Crops per onnxruntime call when the model's batch axis is dynamic: large enough to amortise the
-# call overhead, small enough to keep the activations of a 100-face photo in a few MB.
-DEFAULT_CHUNK = 32
+# Crops per onnxruntime call when the model's batch axis is dynamic. The time per face is the same
+# from 1 to 32 crops a call (docs/SPEED.md), while onnxruntime's arena keeps the largest batch's
+# activations for good (about 1.7 MB a crop), so 8 caps that at about 14 MB.
+DEFAULT_CHUNK = 8
 
 
 class OnnxPredictor:

@@ -180,6 +180,17 @@ class Landmarker:
         """Detect every face and predict its landmarks; faces best score first."""
         return self.predict_many([image])[0]
 
+    def predict_boxes(self, images: Sequence[ImageLike], boxes: Sequence[Any],
+                      box_kind: str = "face") -> list[np.ndarray]:
+        """:meth:`predict_batch` for several images, each with its own boxes: a list of float32
+        (N_i, 68, 2). The model sees the faces of all the images together (in chunks of
+        ``predictor.chunk``), as :meth:`predict_many` does after detection."""
+        if len(images) != len(boxes):
+            raise LandmarkerError(f"predict_boxes: {len(images)} images but {len(boxes)} box arrays")
+        imgs = [as_image(i) for i in images]
+        checked = [self._check_boxes(b, img.shape) for img, b in zip(imgs, boxes)]
+        return self._predict_groups(imgs, checked, box_kind)
+
     def predict_many(self, images: Sequence[ImageLike]) -> list[list[Face]]:
         """:meth:`predict_all` for several images; the landmark model sees all their faces in one
         batch (per pass), which is faster than image after image on a CPU."""

@@ -124,8 +124,11 @@ class FaceDetector:
         Letterboxing instead of stretching keeps faces their true shape in wide group photos and
         tall portraits alike, so one box mapping fits every image shape.
         """
+        return self._canvas_wh(image.shape)
+
+    def _canvas_wh(self, shape: tuple[int, ...]) -> tuple[int, int]:
         h_in, w_in = self.input_hw
-        h, w = image.shape[:2]
+        h, w = shape[:2]
         if w * h_in >= h * w_in:
             return w, int(np.ceil(w * h_in / w_in))
         return int(np.ceil(h * w_in / h_in)), h
@@ -158,12 +161,21 @@ class FaceDetector:
     def detect(self, image: ImageLike) -> np.ndarray:
         """Faces in ``image`` (array or path): float32 (N, 5) x1, y1, x2, y2, score, best first."""
         img = as_image(image)
-        scores, boxes = self._session.run(["scores", "boxes"], {self._input_name: self.preprocess(img)})
+        scores, boxes = self.run_network(self.preprocess(img))
+        return self.postprocess(scores, boxes, img.shape)
+
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network on a :meth:`preprocess` output: raw ``scores`` (1, N, 2), ``boxes`` (1, N, 4)."""
+        scores, boxes = self._session.run(["scores", "boxes"], {self._input_name: x})
+        return scores, boxes
+
+    def postprocess(self, scores: np.ndarray, boxes: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+        """Threshold, boxes to image pixels and NMS: float32 (N, 5) x1, y1, x2, y2, score."""
         face = scores[0, :, 1]
         sel = face > self.score_threshold
         if not np.any(sel):
             return np.zeros((0, 5), np.float32)
-        cw, ch = self.canvas_size(img)
+        cw, ch = self._canvas_wh(image_shape)
         b = boxes[0, sel].astype(np.float64) * np.array([cw, ch] * 2)
         s = face[sel].astype(np.float64)
         # Degenerate boxes (zero width or height) cannot be cropped; drop them before NMS.

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 DEFAULT_SRC = SHARED / "models" / "face_detector" / "version-RFB-320.onnx"
 DEFAULT_OUT = REPO / "src" / "lightmark" / "assets" / "face_detector" / "version-RFB-320.onnx"
+ANYSIZE_NAME = "version-RFB-anysize.onnx"  # written beside --out
 DEFAULT_PHOTOS = [SHARED / "data" / "300w" / "afw", SHARED / "data" / "aflw2000_val"]
 
 
@@ -46,6 +47,55 @@ def clean(model_bytes: bytes) -> bytes:
     keep = [i for i in m.graph.input if i.name not in init]
     del m.graph.input[:]
     m.graph.input.extend(keep)
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def anysize(cleaned_bytes: bytes) -> bytes:
+    """The cleaned graph with free input height and width, cut before the box decoding (whose
+    prior boxes are baked in for one size): outputs ``scores`` and the raw ``locations``, decoded
+    by :mod:`lightmark.runtime.rfb`."""
+    import onnx
+
+    m = onnx.load_from_string(cleaned_bytes)
+    g = m.graph
+    nodes = list(g.node)
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    # The regressions: on the way back from 'boxes', the Concat over the anchors (axis 1) of the
+    # four heads, which the decoding's Slices read (the later Concat joins centres and sizes).
+    k = producer["boxes"]
+    while True:
+        n = nodes[k]
+        if n.op_type == "Concat" and onnx.helper.get_attribute_value(n.attribute[0]) == 1:
+            break
+        k = producer[n.input[0]]
+    loc = nodes[k].output[0]
+    # Keep only what 'scores' and the regressions need (the decoding's constants go).
+    needed, stack = set(), ["scores", loc]
+    while stack:
+        t = stack.pop()
+        j = producer.get(t)
+        if j is None or j in needed:
+            continue
+        needed.add(j)
+        stack.extend(nodes[j].input)
+    keep = [nodes[j] for j in sorted(needed)]
+    for n in keep:
+        n.output[:] = ["locations" if o == loc else o for o in n.output]
+        n.input[:] = ["locations" if i == loc else i for i in n.input]
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    dims = g.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del g.output[:]
+    g.output.extend([
+        onnx.helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, "anchors", 2]),
+        onnx.helper.make_tensor_value_info("locations", onnx.TensorProto.FLOAT, [1, "anchors", 4])])
+    del g.value_info[:]  # shapes recorded for 320x240 would be wrong at other sizes
     onnx.checker.check_model(m)
     return m.SerializeToString()
 
@@ -82,6 +132,28 @@ def compare(src: Path, cleaned: Path, photos: list[Path], tol: float, rel_tol: f
             "max_score_diff": worst_score, "max_raw_output_diff": worst_raw}
 
 
+def check_anysize(cleaned: Path, any_path: Path, photos: list[Path]) -> float:
+    """The any-size graph with numpy decoding at 320x240 against the cleaned graph: largest box
+    difference in pixels; raises when the faces found differ."""
+    from lightmark.core.imaging import load_image
+    from lightmark.runtime.detector import FaceDetector
+
+    det = FaceDetector(cleaned)
+    import lightmark.runtime.detector as detector_module
+
+    detector_module.ANYSIZE_MODEL = any_path
+    worst = 0.0
+    for p in photos:
+        img = load_image(p)
+        a = det.detect(img)
+        b = det.postprocess(*det.run_anysize(det.preprocess(img)), img.shape)
+        if a.shape != b.shape:
+            raise SystemExit(f"{p}: {len(a)} faces with the fixed graph, {len(b)} with the any-size one")
+        if len(a):
+            worst = max(worst, float(np.max(np.abs(a[:, :4] - b[:, :4]))))
+    return worst
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC)
@@ -103,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path.write_bytes(data)
         report = compare(args.src, tmp_path, photos, args.tol, args.rel_tol)
     args.out.write_bytes(data)
+    any_path = args.out.with_name(ANYSIZE_NAME)
+    any_path.write_bytes(anysize(data))
+    worst_any = check_anysize(args.out, any_path, photos)
+    print(f"wrote {any_path}: at 320x240 its boxes differ from the cleaned graph's by at most "
+          f"{worst_any:.3g} px")
     print(f"wrote {args.out} ({len(data)} bytes); on {report['photos']} photos, {report['faces']} faces: "
           f"boxes differ by at most {report['max_box_diff_px']:.3g} px "
           f"({report['max_box_diff_of_canvas']:.3g} of the canvas side; {report['photos_over_abs_tol']} "

@@ -104,11 +104,13 @@ class Landmarker:
     ``"torch"``. ``threads``: CPU threads for the model and the detector. ``refine``: re-crop on the
     first prediction's landmark box and predict again. ``detector``: a ready
     :class:`~lightmark.runtime.detector.FaceDetector` (default: the bundled one, loaded on first use).
+    ``min_face``: the smallest face wanted, in photo pixels, for the bundled detector to size its
+    input by (``FaceDetector(min_face=...)``); ``None`` (default) keeps its fixed 320x240 input.
     """
 
     def __init__(self, model: Optional[PathLike] = None, backend: str = "auto", threads: int = 1,
                  refine: bool = True, detector: Optional[Detector] = None,
-                 score_threshold: float = 0.7) -> None:
+                 score_threshold: float = 0.7, min_face: Optional[float] = None) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise LandmarkerError(f"threads must be a positive integer, got {threads!r}")
         self.backend, self.model_path = _resolve_model(model, backend)
@@ -116,6 +118,10 @@ class Landmarker:
         self.threads = threads
         self.refine = bool(refine)
         self.score_threshold = float(score_threshold)
+        if min_face is not None and detector is not None:
+            raise LandmarkerError("min_face applies to the bundled detector; set it on the detector "
+                                  "you pass instead")
+        self.min_face = min_face
         self._detector = detector
         self._mapping: Optional[tuple[float, tuple[float, float]]] = None
 
@@ -137,7 +143,8 @@ class Landmarker:
         if self._detector is None:
             from lightmark.runtime.detector import FaceDetector
 
-            self._detector = FaceDetector(score_threshold=self.score_threshold, threads=self.threads)
+            self._detector = FaceDetector(score_threshold=self.score_threshold, threads=self.threads,
+                                          min_face=self.min_face)
         return self._detector
 
     def face_box_mapping(self) -> tuple[float, tuple[float, float]]:

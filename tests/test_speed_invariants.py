@@ -200,3 +200,60 @@ if __name__ == "__main__" and "--write" in sys.argv:
     REFERENCE.parent.mkdir(exist_ok=True)
     np.savez_compressed(REFERENCE, **_reference_outputs(sorted(AFW.glob("*.jpg"))[:N_REFERENCE]))
     print(f"wrote {REFERENCE}")
+
+
+# --- graph variants padded for the CPU's block width --------------------------------------------
+
+
+def test_bundled_variants_give_the_main_graphs_outputs():
+    from lightmark.api import DEFAULT_MODEL
+    from lightmark.runtime.onnx import OnnxPredictor
+
+    main = OnnxPredictor(DEFAULT_MODEL, channel_multiple=16)
+    c8 = OnnxPredictor(DEFAULT_MODEL, channel_multiple=8)
+    assert main.onnx_path.name == "lightmark.onnx" and c8.onnx_path.name == "lightmark.c8.onnx"
+    x = np.random.default_rng(3).standard_normal((3, 3, 128, 128)).astype(np.float32)
+    np.testing.assert_allclose(c8.run(x), main.run(x), rtol=0, atol=1e-5)
+
+
+def _with_variant(tmp_path, sha: str | None = None):
+    import json
+    import shutil
+
+    from helpers import write_tiny_model
+
+    from lightmark.core.files import sha256
+
+    path = write_tiny_model(tmp_path)
+    shutil.copy(path, tmp_path / "tiny.c8.onnx")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["onnx_channel_multiple"] = 16
+    meta["onnx_variants"] = {"8": {"file": "tiny.c8.onnx", "sha256": sha or sha256(path)}}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+def test_variant_is_chosen_by_channel_multiple(tmp_path, monkeypatch):
+    from lightmark.core.errors import ModelFileError
+    from lightmark.runtime import onnx as ronnx
+
+    path = _with_variant(tmp_path)
+    assert ronnx.OnnxPredictor(path, channel_multiple=8).onnx_path.name == "tiny.c8.onnx"
+    assert ronnx.OnnxPredictor(path, channel_multiple=16).onnx_path.name == "tiny.onnx"
+    with pytest.raises(ModelFileError, match="no graph padded to 4"):
+        ronnx.OnnxPredictor(path, channel_multiple=4)
+    for block, name in ((8, "tiny.c8.onnx"), (16, "tiny.onnx"), (None, "tiny.onnx")):
+        monkeypatch.setattr(ronnx, "cpu_channel_block", lambda b=block: b)
+        assert ronnx.OnnxPredictor(path).onnx_path.name == name
+
+
+def test_variant_checksum_is_verified(tmp_path):
+    from lightmark.core.errors import ModelFileError
+    from lightmark.runtime.onnx import OnnxPredictor
+
+    path = _with_variant(tmp_path, sha="0" * 64)
+    with pytest.raises(ModelFileError, match=r"tiny\.c8\.onnx.*checksum"):
+        OnnxPredictor(path, channel_multiple=8)
+    (tmp_path / "tiny.c8.onnx").unlink()
+    with pytest.raises(ModelFileError, match="onnx_variants"):
+        OnnxPredictor(path, channel_multiple=8)

@@ -280,3 +280,49 @@ def test_variant_checksum_is_verified(tmp_path):
     (tmp_path / "tiny.c8.onnx").unlink()
     with pytest.raises(ModelFileError, match="onnx_variants"):
         OnnxPredictor(path, channel_multiple=8)
+
+
+# --- JPEG decoding by OpenCV ---------------------------------------------------------------------
+
+
+def _pil_read(path, apply_exif=True):
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if apply_exif:
+            im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_fast_path_is_pil_with_exif(tmp_path, orientation):
+    from PIL import Image
+
+    from lightmark.core.imaging import _read_jpeg_cv2, load_image
+
+    img = Image.fromarray(np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    f = tmp_path / "o.jpg"
+    img.save(f, exif=exif, quality=95)
+    assert _read_jpeg_cv2(f, True) is not None  # the fast path is the one tested
+    assert np.array_equal(load_image(f), _pil_read(f))
+    assert np.array_equal(load_image(f, apply_exif=False), _pil_read(f, False))
+
+
+def test_jpeg_fast_path_on_real_photos_and_gray_and_truncated(tmp_path):
+    from PIL import Image
+
+    from lightmark.core.errors import ImageError
+    from lightmark.core.imaging import _read_jpeg_cv2, load_image
+
+    for p in _photos(AFW, 5):
+        assert np.array_equal(load_image(p, apply_exif=False), _pil_read(p, False)), p
+    g = tmp_path / "gray.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)).save(g)
+    assert np.array_equal(load_image(g), _pil_read(g))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((AFW / sorted(x.name for x in AFW.glob("*.jpg"))[0]).read_bytes()[:3000])
+    assert _read_jpeg_cv2(cut, True) is None  # no end-of-image marker: PIL reads it and complains
+    with pytest.raises(ImageError, match="cut.jpg"):
+        load_image(cut)

@@ -71,3 +71,22 @@ def test_min_face_finds_a_large_face_at_a_small_input():
 
     assert len(got) == len(full)
     assert np.all(box_iou(full[:, :4], got[:, :4]).max(axis=1) > 0.5)
+
+
+def test_priors_equal_the_rfb640_constants():
+    # An independent check of the prior layout at another size: the published RFB-640 graph bakes
+    # its own priors for 640x480.
+    onnx = pytest.importorskip("onnx")
+    from pathlib import Path
+
+    from onnx import numpy_helper
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "face_detector" / "version-RFB-640.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there (shared models)")
+    g = onnx.load(str(path)).graph
+    baked = [numpy_helper.to_array(n.attribute[0].t)[0] for n in g.node
+             if n.op_type == "Constant" and tuple(n.attribute[0].t.dims) == (1, 17640, 2)]
+    p = rfb.priors(640, 480)
+    assert any(np.array_equal(p[:, :2], b) for b in baked)
+    assert any(np.array_equal(p[:, 2:], b) for b in baked)

@@ -179,7 +179,7 @@ class FaceDetector:
         if scale < _HALVE_BELOW:
             # A photo 8x the input or more (12 MP: 12.5x) is first halved by exact 2x2 averages,
             # OpenCV's vectorised fast path, while it stays 4x the target: INTER_AREA at 12.5x
-            # directly took 4x as long, for the same picture to 1 grey level. The odd last row
+            # directly took 4x as long, for a picture within a grey level on average. The odd last row
             # or column a halving drops moves the picture by at most that many photo pixels.
             while src.shape[1] >= 4 * sw and src.shape[0] >= 4 * sh:
                 h2, w2 = src.shape[0] // 2, src.shape[1] // 2

@@ -54,6 +54,12 @@ def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
     assert meta["trained_on"] == "test" and meta["crop_scale"] == 1.25
     assert meta["onnx_opset"] == 17 and meta["onnx_check"]["max_abs_diff"] < 1e-3
     assert meta["onnx_channel_multiple"] == 16  # the graph is the padded copy, checked above
+    # The copy padded to 8 channels (AVX2's block width) is written beside it, checked the same way.
+    v = meta["onnx_variants"]["8"]
+    c8 = tmp_path / v["file"]
+    assert c8.name == "exported.c8.onnx" and v["sha256"] == hashlib.sha256(c8.read_bytes()).hexdigest()
+    got8 = ort.InferenceSession(str(c8), providers=["CPUExecutionProvider"]).run(["output"], {"input": x})[0]
+    np.testing.assert_allclose(got8, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
     proto = onnx.load(str(out))
     floats = [t for t in proto.graph.initializer if t.data_type != TensorProto.INT64]
     assert floats and all(t.data_type == TensorProto.FLOAT for t in floats)

@@ -73,11 +73,14 @@ def test_landmark_box_and_square() -> None:
 
 
 @pytest.mark.parametrize("centre", [(300.0, 250.0), (20.0, 480.0), (590.0, 5.0), (-900.0, 100.0)])
-def test_shrinking_crop_blurs_only_what_it_reads(centre):
+def test_shrinking_crop_blurs_only_what_it_reads(centre, monkeypatch):
     # The pre-blur of a strong down-scale runs on the region the crop reads; the crop must be what
     # blurring the whole photo first gives (interior, photo edges, off-photo), up to warpAffine's
-    # fixed-point rounding of the shifted matrix: 1 of 255 on a rare pixel.
+    # fixed-point rounding of the shifted matrix: 1 of 255 on a rare pixel. (Scale 0.128 would
+    # take the block-average path of shrinks beyond 4x; this checks the Gaussian path itself.)
     import cv2
+
+    monkeypatch.setattr(geometry, "BOX_SHRINK_BELOW", 0.0)
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (500, 600, 3), dtype=np.uint8)
@@ -100,3 +103,26 @@ def test_invert_affine_batches_and_refuses_singular():
         np.testing.assert_allclose(geometry.compose_affine(i, m), np.eye(3)[:2], atol=1e-12)
     with pytest.raises(ValueError, match="singular"):
         geometry.invert_affine(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("side", [600.0, 1500.0, 2800.0])
+def test_large_shrink_block_averages_like_the_gaussian(side):
+    # Beyond a 4x shrink the crop averages f x f blocks before a smaller Gaussian: on a photo-like
+    # (smooth) image the crop stays within a grey level or two of the full Gaussian's.
+    import cv2
+
+    rng = np.random.default_rng(1)
+    image = cv2.resize(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (4000, 3000),
+                       interpolation=cv2.INTER_CUBIC)
+    image = cv2.add(image, rng.integers(0, 12, image.shape, dtype=np.uint8))  # fine grain to filter
+    m = geometry.crop_matrix((2100.0, 1400.0), side, 128)
+    assert 128 / side < geometry.BOX_SHRINK_BELOW
+    got = geometry.warp_image(image, m, 128)
+    scale = 128 / side
+    sigma = 0.25 / scale
+    k = int(2 * round(3 * sigma) + 1)
+    region, mm = geometry._region_read(image, m, 128, k // 2 + 2)
+    ref = cv2.warpAffine(cv2.GaussianBlur(region, (k, k), sigma), mm, (128, 128), flags=cv2.INTER_LINEAR)
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert ref.std() > 5  # the crop shows structure, so the comparison means something
+    assert diff.mean() < 0.5 and diff.max() <= 3

@@ -33,6 +33,7 @@ from lightmark.core import geometry
 from lightmark.core.boxmap import load_box_mapping
 from lightmark.core.imaging import ImageLike, as_image
 from lightmark.core.modelfile import model_paths
+from lightmark.core.pose import head_pose_batch
 from lightmark.core.types import Detector, Face, Predictor
 from lightmark.core.errors import LandmarkerError, LightmarkError, ModelNotFoundError
 
@@ -118,11 +119,13 @@ class Landmarker:
     ``"torch"``. ``threads``: CPU threads for the model and the detector. ``refine``: re-crop on the
     first prediction's landmark box and predict again. ``detector``: a ready
     :class:`~lightmark.runtime.detector.FaceDetector` (default: the bundled one, loaded on first use).
+    ``min_face``: the smallest face wanted, in photo pixels, for the bundled detector to size its
+    input by (``FaceDetector(min_face=...)``); ``None`` (default) keeps its fixed 320x240 input.
     """
 
     def __init__(self, model: Optional[PathLike] = None, backend: str = "auto", threads: int = 1,
                  refine: bool = True, detector: Optional[Detector] = None,
-                 score_threshold: float = 0.7) -> None:
+                 score_threshold: float = 0.7, min_face: Optional[float] = None) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise LandmarkerError(f"threads must be a positive integer, got {threads!r}")
         self.backend, self.model_path = _resolve_model(model, backend)
@@ -130,6 +133,10 @@ class Landmarker:
         self.threads = threads
         self.refine = bool(refine)
         self.score_threshold = float(score_threshold)
+        if min_face is not None and detector is not None:
+            raise LandmarkerError("min_face applies to the bundled detector; set it on the detector "
+                                  "you pass instead")
+        self.min_face = min_face
         self._detector = detector
         self._mapping: Optional[tuple[float, tuple[float, float]]] = None
         self._lazy_lock = threading.Lock()
@@ -155,7 +162,7 @@ class Landmarker:
                     from lightmark.runtime.detector import FaceDetector
 
                     self._detector = FaceDetector(score_threshold=self.score_threshold,
-                                                  threads=self.threads)
+                                                  threads=self.threads, min_face=self.min_face)
         return self._detector
 
     def face_box_mapping(self) -> tuple[float, tuple[float, float]]:
@@ -198,6 +205,17 @@ class Landmarker:
         """Detect every face and predict its landmarks; faces best score first."""
         return self.predict_many([image])[0]
 
+    def predict_boxes(self, images: Sequence[ImageLike], boxes: Sequence[Any],
+                      box_kind: str = "face") -> list[np.ndarray]:
+        """:meth:`predict_batch` for several images, each with its own boxes: a list of float32
+        (N_i, 68, 2). The model sees the faces of all the images together (in chunks of
+        ``predictor.chunk``), as :meth:`predict_many` does after detection."""
+        if len(images) != len(boxes):
+            raise LandmarkerError(f"predict_boxes: {len(images)} images but {len(boxes)} box arrays")
+        imgs = [as_image(i) for i in images]
+        checked = [self._check_boxes(b, img.shape) for img, b in zip(imgs, boxes)]
+        return self._predict_groups(imgs, checked, box_kind)
+
     def predict_many(self, images: Sequence[ImageLike],
                      on_error: str = "raise") -> list[Union[list[Face], LightmarkError]]:
         """:meth:`predict_all` for several images; the landmark model sees all their faces in one
@@ -224,8 +242,9 @@ class Landmarker:
         good = [i for i in imgs if i is not None]
         dets = [self.detect(i) for i in good]
         points = self._predict_groups(good, [d[:, :4].astype(np.float64) for d in dets], "face")
-        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p)
-                       for d, p in zip(ds, pts)] for ds, pts in zip(dets, points)])
+        poses = [head_pose_batch(pts, img.shape) for pts, img in zip(points, good)]
+        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p, pose=q)
+                       for d, p, q in zip(ds, pts, qs)] for ds, pts, qs in zip(dets, points, poses)])
         return [next(faces) if k not in failed else ([] if on_error == "skip" else failed[k])
                 for k in range(len(imgs))]
 
@@ -281,10 +300,9 @@ class Landmarker:
             lo, hi = REFINE_SIDE_RANGE
             again = []
             for b, p in zip(boxes, pts):
-                lm_boxes = np.stack([_safe_landmark_box(q) for q in p]) if len(p) else np.zeros((0, 4))
-                side1 = scale * np.max(b[:, 2:] - b[:, :2], axis=1) if len(b) else np.zeros(0)
-                side2 = self.crop_scale * np.max(lm_boxes[:, 2:] - lm_boxes[:, :2], axis=1) \
-                    if len(b) else np.zeros(0)
+                lm_boxes = _safe_landmark_boxes(p)
+                side1 = scale * np.max(b[:, 2:] - b[:, :2], axis=1)
+                side2 = self.crop_scale * np.max(lm_boxes[:, 2:] - lm_boxes[:, :2], axis=1)
                 again.append((lm_boxes, (side2 >= lo * side1) & (side2 <= hi * side1)))
             refined = self._run(imgs, [lm[ok] for lm, ok in again], self.crop_scale, (0.0, 0.0))
             for p, (_, ok), r in zip(pts, again, refined):
@@ -295,14 +313,27 @@ class Landmarker:
              shift: tuple[float, float]) -> list[np.ndarray]:
         """Crop every box of every image, run the model once, map the points back per image."""
         s = self.input_size
-        cropped = [geometry.crops_from_boxes(img, b, s, scale, shift) for img, b in zip(imgs, boxes)]
-        counts = [len(c) for c, _ in cropped]
-        if sum(counts) == 0:
+        counts = [len(b) for b in boxes]
+        total = sum(counts)
+        if total == 0:
             return [np.zeros((0, 68, 2), np.float32) for _ in imgs]
-        crop_pts = self.predictor.predict_crops(np.concatenate([c for c, _ in cropped]))
+        # Every crop goes straight into one batch array: no per-image arrays to concatenate.
+        crops = np.empty((total, s, s, 3), np.uint8)
+        mats = []
+        start = 0
+        for img, b, n in zip(imgs, boxes, counts):
+            if n:
+                m = geometry.crop_matrices_from_boxes(b, s, scale, shift)
+                for j in range(n):
+                    geometry.warp_image(img, m[j], s, out=crops[start + j])
+                mats.append(m)
+            else:
+                mats.append(None)
+            start += n
+        crop_pts = self.predictor.predict_crops(crops)
         out, start = [], 0
-        for (_, mats), n in zip(cropped, counts):
-            out.append(geometry.points_to_image(crop_pts[start:start + n], mats) if n
+        for m, n in zip(mats, counts):
+            out.append(geometry.points_to_image(crop_pts[start:start + n], m) if n
                        else np.zeros((0, 68, 2), np.float32))
             start += n
         return out
@@ -321,20 +352,26 @@ class Landmarker:
                                   f"got shape {b.shape}")
         b = b[:, :4]
         h, w = shape[:2]
-        for i, row in enumerate(b):
+        finite = np.isfinite(b).all(axis=1)
+        bad = ~finite | ~(b[:, 2] > b[:, 0]) | ~(b[:, 3] > b[:, 1])
+        if bad.any():  # the first bad box, with geometry.as_box's message
+            i = int(np.argmax(bad))
             try:
-                geometry.as_box(row)
+                geometry.as_box(b[i])
             except ValueError as e:
                 raise LandmarkerError(f"box {i}: {e}") from None
-            shown = tuple(round(float(v), 1) for v in row)
-            # A box wholly outside the picture would give an all-black crop and confident nonsense.
-            if row[2] <= 0 or row[3] <= 0 or row[0] >= w or row[1] >= h:
+        # A box wholly outside the picture would give an all-black crop and confident nonsense.
+        outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w) | (b[:, 1] >= h)
+        side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        absurd = (side < 1) | (side > MAX_BOX_TO_IMAGE * max(w, h))
+        if outside.any() or absurd.any():
+            i = int(np.argmax(outside | absurd))
+            shown = tuple(round(float(v), 1) for v in b[i])
+            if outside[i]:
                 raise LandmarkerError(f"box {i} {shown} lies outside the {w}x{h} image")
-            side = max(row[2] - row[0], row[3] - row[1])
-            if side < 1 or side > MAX_BOX_TO_IMAGE * max(w, h):
-                raise LandmarkerError(
-                    f"box {i} {shown}: a side of {float(side):.3g} px is absurd for the {w}x{h} "
-                    f"image (boxes span 1 px to {MAX_BOX_TO_IMAGE:g}x the image's larger side)")
+            raise LandmarkerError(
+                f"box {i} {shown}: a side of {float(side[i]):.3g} px is absurd for the {w}x{h} "
+                f"image (boxes span 1 px to {MAX_BOX_TO_IMAGE:g}x the image's larger side)")
         return b
 
 
@@ -346,9 +383,13 @@ def _is_numeric(x: Any) -> bool:
     return a.dtype.kind in "biuf"
 
 
-def _safe_landmark_box(points: np.ndarray) -> np.ndarray:
-    """Landmark box, widened to at least 2 pixels so a collapsed prediction cannot make an empty box."""
-    b = geometry.landmark_box(points)
-    c = (b[:2] + b[2:]) / 2
-    half = np.maximum((b[2:] - b[:2]) / 2, 1.0)
-    return np.concatenate([c - half, c + half])
+def _safe_landmark_boxes(points: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` landmark boxes of ``(N, 68, 2)`` points, each widened to at least 2 pixels so a
+    collapsed prediction cannot make an empty box (float64, as ``geometry.landmark_box``)."""
+    if len(points) == 0:
+        return np.zeros((0, 4))
+    p = np.asarray(points, dtype=np.float64).reshape(len(points), -1, 2)
+    lo, hi = p.min(axis=1), p.max(axis=1)
+    c = (lo + hi) / 2
+    half = np.maximum((hi - lo) / 2, 1.0)
+    return np.concatenate([c - half, c + half], axis=1)

@@ -102,30 +102,26 @@ def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, An
     return {"float32_weights": n_float, "float32_mb": size / 1e6}
 
 
-def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
-                check_batch: int = 2, seed: int = 0) -> Path:
-    """Export the model saved at ``model_path`` to ``NAME.onnx`` + ``NAME.json``; return the .onnx path.
+#: Extra graphs written beside NAME.onnx, padded to these channel multiples, for CPUs whose
+#: blocked layout uses that width (8 floats: AVX2 without AVX-512). The runtime picks the one
+#: that suits the CPU (lightmark.runtime.onnx.cpu_channel_block); outputs are the same.
+VARIANT_MULTIPLES = (8,)
 
-    Runs the model rules on the torch model and on the ONNX graph, then compares onnxruntime with
-    torch on a random ``check_batch`` batch (max abs difference at most 1e-3 of the output's
-    scale, and at least 1e-4), and writes the files only when all of that passed.
-    """
+
+def _export_graph(model: Any, multiple: int, model_path: PathLike, where: Path, opset: int,
+                  check_batch: int, seed: int) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes of ``model`` padded to ``multiple`` channels, checked against the unpadded
+    torch model; the check's numbers."""
     import onnx
     import onnxruntime as ort
     import torch
 
-    from lightmark.models import load_model
-    from lightmark.models.checkpoint import check_model_rules
     from lightmark.models.padding import pad_channels
 
-    out_paths = model_paths(out_path)
-    onnx_path, json_path = out_paths.onnx, out_paths.json
-    model, meta = load_model(model_path)
-    check_model_rules(model, str(model_path))
     s = int(model.cfg.input_size)
     # The graph runs a copy with zero channels that suit onnxruntime's blocked layout (exact; the
     # check below compares it with the unpadded model).
-    runtime_model = pad_channels(model, CHANNEL_MULTIPLE)
+    runtime_model = pad_channels(model, multiple)
 
     # The legacy TorchScript exporter: the torch.export-based one needs onnxscript, which
     # lightmark does not depend on. Its deprecation warnings are not the user's concern.
@@ -147,8 +143,8 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
-        raise ExportError(f"{onnx_path}: exported graph is invalid ({e})") from None
-    stats = check_onnx_rules(proto, str(onnx_path))
+        raise ExportError(f"{where}: exported graph is invalid ({e})") from None
+    stats = check_onnx_rules(proto, str(where))
 
     # Verify: same numbers from onnxruntime as from torch, at a batch size other than the traced 1.
     x = np.random.default_rng(seed).standard_normal((check_batch, 3, s, s)).astype(np.float32)
@@ -159,11 +155,43 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     if got.shape != ref.shape:
-        raise ExportError(f"{onnx_path}: onnxruntime output shape {got.shape} != torch {ref.shape}")
+        raise ExportError(f"{where}: onnxruntime output shape {got.shape} != torch {ref.shape}")
     diff = float(np.max(np.abs(got - ref)))
     tol = max(1e-4, 1e-3 * float(np.max(np.abs(ref))))
     if not np.isfinite(diff) or diff > tol:
-        raise ExportError(f"{onnx_path}: onnxruntime differs from torch by {diff:.3g} (tolerance {tol:.3g})")
+        raise ExportError(f"{where}: onnxruntime differs from torch by {diff:.3g} (tolerance {tol:.3g})")
+    return data, {"batch": check_batch, "max_abs_diff": diff, "tolerance": tol, **stats}
+
+
+def variant_path(onnx_path: PathLike, multiple: int) -> Path:
+    """``NAME.c8.onnx`` beside ``NAME.onnx``: the graph padded to ``multiple`` channels."""
+    p = Path(onnx_path)
+    return p.with_name(f"{p.stem}.c{int(multiple)}.onnx")
+
+
+def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
+                check_batch: int = 2, seed: int = 0,
+                variants: tuple[int, ...] = VARIANT_MULTIPLES) -> Path:
+    """Export the model saved at ``model_path`` to ``NAME.onnx`` + ``NAME.json``; return the .onnx path.
+
+    Runs the model rules on the torch model and on the ONNX graph, then compares onnxruntime with
+    torch on a random ``check_batch`` batch (max abs difference at most 1e-3 of the output's
+    scale, and at least 1e-4), and writes the files only when all of that passed. For each of
+    ``variants`` (channel multiples other than :data:`CHANNEL_MULTIPLE`) the same is done for a
+    graph padded to that multiple, written as ``NAME.c<multiple>.onnx`` and listed in the JSON as
+    ``"onnx_variants"`` with its checksum.
+    """
+    from lightmark.models import load_model
+    from lightmark.models.checkpoint import check_model_rules
+
+    out_paths = model_paths(out_path)
+    onnx_path, json_path = out_paths.onnx, out_paths.json
+    model, meta = load_model(model_path)
+    check_model_rules(model, str(model_path))
+    data, check = _export_graph(model, CHANNEL_MULTIPLE, model_path, onnx_path, opset, check_batch, seed)
+    extra: dict[int, tuple[bytes, dict[str, Any]]] = {}
+    for m in sorted({int(v) for v in variants} - {CHANNEL_MULTIPLE}):
+        extra[m] = _export_graph(model, m, model_path, variant_path(onnx_path, m), opset, check_batch, seed)
 
     out = dict(meta)
     out.update({
@@ -172,8 +200,15 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
         "onnx_input": INPUT_NAME,
         "onnx_output": OUTPUT_NAME,
         "onnx_channel_multiple": CHANNEL_MULTIPLE,
-        "onnx_check": {"batch": check_batch, "max_abs_diff": diff, "tolerance": tol, **stats},
+        "onnx_check": check,
     })
+    out.pop("onnx_variants", None)
+    if extra:
+        out["onnx_variants"] = {str(m): {"file": variant_path(onnx_path, m).name,
+                                         "sha256": hashlib.sha256(d).hexdigest(), "check": c}
+                                for m, (d, c) in extra.items()}
     files.write_bytes(onnx_path, data)
+    for m, (d, _) in extra.items():
+        files.write_bytes(variant_path(onnx_path, m), d)
     files.write_text(json_path, json.dumps(out, indent=2, sort_keys=True) + "\n")
     return onnx_path

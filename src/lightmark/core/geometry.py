@@ -129,8 +129,12 @@ def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
-               border_value: int | tuple[int, ...] = 0) -> np.ndarray:
-    """Resample ``image`` into the ``out_size`` square crop given by ``m``."""
+               border_value: int | tuple[int, ...] = 0, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Resample ``image`` into the ``out_size`` square crop given by ``m``.
+
+    ``out``: an optional ``(out_size, out_size, channels)`` array of the image's type to write the
+    crop into (it is returned); :func:`crops_from_boxes` fills its batch this way, without a stack.
+    """
     import cv2  # local: keeps `import lightmark.core.geometry` light
 
     m = np.asarray(m, dtype=np.float64)
@@ -152,13 +156,19 @@ def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
     if blur:
         sigma = 0.5 / scale * 0.5
         k = int(2 * round(3 * sigma) + 1)
-    # Work on the part of the photo the crop reads. Blurring the whole photo cost tens of ms per
-    # face on a 12-megapixel image; the region reaches k // 2 + 2 pixels past what bilinear
-    # sampling touches, so each pixel read was blurred from the same neighbours as in the whole
-    # photo (at the photo's own edges both reflect alike).
-    region, m = _region_read(image, m, out_size, k // 2 + 2 if blur else 2)
-    if blur:
-        region = cv2.GaussianBlur(region, (k, k), sigma)
+    if blur and scale < BOX_SHRINK_BELOW:
+        region, m, sigma, k = _box_shrink(image, m, out_size, scale, sigma)
+        if region is not None:
+            region = cv2.GaussianBlur(region, (k, k), sigma)
+            blur = False
+    if blur or scale >= 0.5:
+        # Work on the part of the photo the crop reads. Blurring the whole photo cost tens of ms
+        # per face on a 12-megapixel image; the region reaches k // 2 + 2 pixels past what
+        # bilinear sampling touches, so each pixel read was blurred from the same neighbours as in
+        # the whole photo (at the photo's own edges both reflect alike).
+        region, m = _region_read(image, m, out_size, k // 2 + 2 if blur else 2)
+        if blur:
+            region = cv2.GaussianBlur(region, (k, k), sigma)
     if region.ndim == 3 and region.shape[2] == 3 and region.dtype == np.uint8:
         # OpenCV's bilinear warp has vector code for 4 channels, not for 3: padding the region to
         # RGBA and dropping the 4th channel after is about twice as fast for a 128 px crop.
@@ -167,9 +177,49 @@ def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
             border_value = tuple(border_value)[:3] + (0,)
         crop = cv2.warpAffine(region, m, (out_size, out_size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
-        return cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB)  # contiguous: a [..., :3] view copies slowly
-    return cv2.warpAffine(region, m, (out_size, out_size), flags=cv2.INTER_LINEAR,
+        # Contiguous: a [..., :3] view copies slowly.
+        if out is None:
+            return cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB)
+        got = cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB, dst=out)
+        if got is not out:  # an OpenCV that would not write into this array
+            out[...] = got
+        return out
+    crop = cv2.warpAffine(region, m, (out_size, out_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+    if out is None:
+        return crop
+    out[...] = crop.reshape(out.shape)
+    return out
+
+
+#: Crops that shrink the photo more than 4x (scale below this) first average f x f pixel blocks
+#: (an exact box filter, OpenCV's INTER_AREA at an integer factor) and blur what is left: the
+#: Gaussian of a face filling a 12-megapixel photo was 37 pixels wide and took about 60 ms. Crops
+#: shrinking less (every face in AFW, aflw2000_val and 640x480 photos of one face) never take
+#: this path, so their pixels are what they always were.
+BOX_SHRINK_BELOW = 0.25
+
+
+def _box_shrink(image: np.ndarray, m: np.ndarray, out_size: int, scale: float,
+                sigma: float) -> tuple[Optional[np.ndarray], np.ndarray, float, int]:
+    """The crop's region averaged by f x f blocks (f = floor(0.5 / scale), so 0.25 < scale * f <= 0.5),
+    ``m`` moved onto it, and the Gaussian (sigma, kernel) that brings the total blur to ``sigma``
+    photo pixels (a box of f has variance (f^2 - 1) / 12). ``None`` when the region is too small."""
+    import cv2
+
+    f = int(0.5 / scale)
+    sigma2 = math.sqrt(max(sigma * sigma - (f * f - 1) / 12.0, 0.25)) / f
+    k = int(2 * round(3 * sigma2) + 1)
+    region, moved = _region_read(image, m, out_size, f * (k // 2 + 3))
+    hh, ww = region.shape[0] // f * f, region.shape[1] // f * f
+    if hh < 2 * f or ww < 2 * f:
+        return None, m, sigma, int(2 * round(3 * sigma) + 1)
+    small = cv2.resize(region[:hh, :ww], (ww // f, hh // f), interpolation=cv2.INTER_AREA)
+    # Block (i, j) of the small image is centred on photo pixel f * i + (f - 1) / 2.
+    moved = moved.copy()
+    moved[:, 2] += moved[:, :2] @ np.array([(f - 1) / 2.0, (f - 1) / 2.0])
+    moved[:, :2] *= f
+    return small, moved, sigma2, k
 
 
 #: Below this scale (crop pixels per photo pixel) :func:`warp_image` area-averages before blurring.
@@ -223,22 +273,62 @@ def flip_points_in_crop(points: np.ndarray) -> np.ndarray:
     return np.asarray(points)[..., FLIP_PERMUTATION, :]
 
 
+def crop_matrices_from_boxes(boxes: np.ndarray, out_size: int, scale: float = LANDMARK_CROP_SCALE,
+                             shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """``(N, 2, 3)`` crop matrices for ``(N, 4)`` boxes: :func:`crop_matrix_from_box` row by row,
+    bit for bit (the same float64 operations in the same order), in one numpy pass.
+
+    Raises ``ValueError`` naming the first box that is not finite or is empty.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    bad = ~np.isfinite(b).all(axis=1) | ~(w > 0) | ~(h > 0)
+    if bad.any():
+        as_box(b[int(np.argmax(bad))])  # raises the message for that box
+    cx = (b[:, 0] + b[:, 2]) / 2 + shift[0] * w
+    cy = (b[:, 1] + b[:, 3]) / 2 + shift[1] * h
+    side = float(scale) * np.maximum(w, h)
+    if not (np.all(side > 0) and np.all(np.isfinite(side))):
+        raise ValueError(f"crop side must be positive, got {side[~(side > 0) | ~np.isfinite(side)][0]}")
+    s = out_size / side
+    half = (out_size - 1) / 2.0
+    m = np.zeros((len(b), 2, 3))
+    # crop_matrix at angle 0: r00 = r11 = s, r01 = 0, r10 = -0; the zero terms add nothing.
+    m[:, 0, 0] = s
+    m[:, 1, 0] = -0.0
+    m[:, 1, 1] = s
+    m[:, 0, 2] = half - s * cx
+    m[:, 1, 2] = half - s * cy
+    return m
+
+
 def crops_from_boxes(image: np.ndarray, boxes: np.ndarray, out_size: int,
                      scale: float = LANDMARK_CROP_SCALE,
                      shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """Crop every box of one image: ``(N, S, S, 3)`` uint8 crops and their ``(N, 2, 3)`` matrices."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    mats = np.stack([crop_matrix_from_box(b, out_size, scale, shift) for b in boxes]) if len(boxes) \
-        else np.zeros((0, 2, 3))
-    crops = np.stack([warp_image(image, m, out_size) for m in mats]) if len(boxes) \
-        else np.zeros((0, out_size, out_size, 3), np.uint8)
+    mats = crop_matrices_from_boxes(boxes, out_size, scale, shift)
+    crops = np.empty((len(mats), out_size, out_size) + image.shape[2:], image.dtype)
+    for m, crop in zip(mats, crops):
+        warp_image(image, m, out_size, out=crop)
     return crops, mats
 
 
 def points_to_image(points_crop: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """Map ``(N, 68, 2)`` crop-pixel points back through each crop's matrix to image pixels."""
-    inv = invert_affine(np.asarray(matrices).reshape(-1, 2, 3))
-    return apply_affine(np.asarray(points_crop).reshape(len(inv), -1, 2), inv).astype(np.float32)
+    m = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
+    p = np.asarray(points_crop).reshape(len(m), -1, 2)
+    s = m[:, 0, 0]
+    if np.all((m[:, 0, 1] == 0) & (m[:, 1, 0] == 0) & (m[:, 1, 1] == s) & (s != 0) & np.isfinite(s)):
+        # The crops of boxes (crop_matrices_from_boxes) are unrotated squares, x_crop = s x + t.
+        # This is what invert_affine + apply_affine compute for such a matrix, operation for
+        # operation (LAPACK's inverse of diag(s, s) is diag(1 / s), the zero terms add nothing),
+        # so the result is bit-identical, without np.linalg.inv's per-call cost. Bit for bit
+        # matters: the refinement pass crops again from these points, and a last-bit change can
+        # move a pixel of that crop by one grey level (docs/SPEED.md).
+        inv = (1.0 / s)[:, None, None]
+        return (inv * p.astype(np.float64) - inv * m[:, None, :, 2]).astype(np.float32)
+    inv = invert_affine(m)
+    return apply_affine(p, inv).astype(np.float32)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

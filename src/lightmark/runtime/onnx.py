@@ -8,6 +8,7 @@ truncated ``.onnx`` never runs with the wrong metadata.
 from __future__ import annotations
 
 from pathlib import Path
+import functools
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -22,9 +23,27 @@ from lightmark.runtime.session import make_session
 
 PathLike = Union[str, Path]
 
-# Crops per onnxruntime call when the model's batch axis is dynamic: large enough to amortise the
-# call overhead, small enough to keep the activations of a 100-face photo in a few MB.
-DEFAULT_CHUNK = 32
+# Crops per onnxruntime call when the model's batch axis is dynamic. The time per face is the same
+# from 1 to 32 crops a call (docs/SPEED.md), while onnxruntime's arena keeps the largest batch's
+# activations for good (about 1.7 MB a crop), so 8 caps that at about 14 MB.
+DEFAULT_CHUNK = 8
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_channel_block() -> Optional[int]:
+    """Channels per block of onnxruntime's blocked (NCHWc) convolutions on this CPU: 16 with
+    AVX-512, 8 with AVX2 only; ``None`` where it cannot be told (not Linux, not x86), which keeps
+    the main graph."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    if "avx512f" in flags:
+        return 16
+    if "avx2" in flags:
+        return 8
+    return None
 
 
 class OnnxPredictor:
@@ -32,18 +51,36 @@ class OnnxPredictor:
 
     ``path``: ``NAME.onnx`` (or ``NAME`` / ``NAME.json``). ``threads``: onnxruntime intra-op threads.
     ``verify=False`` skips the checksum (for files being written by an export in progress only).
+    ``channel_multiple``: which graph to run when the JSON lists ``"onnx_variants"`` (the same
+    network padded to other channel multiples, same outputs): ``None`` picks the one that suits
+    this CPU (:func:`cpu_channel_block`), else the main ``NAME.onnx``; a number asks for that one.
     """
 
-    def __init__(self, path: PathLike, threads: int = 1, verify: bool = True) -> None:
+    def __init__(self, path: PathLike, threads: int = 1, verify: bool = True,
+                 channel_multiple: Optional[int] = None) -> None:
         paths = model_paths(path)
         self.onnx_path, self.json_path = paths.onnx, paths.json
         if not self.onnx_path.is_file():
             raise ModelFileError(f"{self.onnx_path}: no such ONNX model file")
         self.meta: dict[str, Any] = read_meta(self.json_path)
+        want_sha = self.meta.get("onnx_sha256")
+        variants = self.meta.get("onnx_variants") or {}
+        block = channel_multiple if channel_multiple is not None else cpu_channel_block()
+        main_multiple = self.meta.get("onnx_channel_multiple")
+        if block is not None and str(block) in variants and block != main_multiple:
+            v = variants[str(block)]
+            self.onnx_path, want_sha = self.onnx_path.with_name(str(v["file"])), v.get("sha256")
+            if not self.onnx_path.is_file():
+                raise ModelFileError(f"{self.onnx_path}: no such ONNX model file (listed in "
+                                     f"{self.json_path.name} under 'onnx_variants')")
+        elif channel_multiple is not None and channel_multiple != main_multiple:
+            raise ModelFileError(f"{self.json_path}: no graph padded to {channel_multiple} channels "
+                                 f"(main: {main_multiple}, variants: {sorted(variants)})")
+        self.channel_multiple: Optional[int] = block if str(block) in variants else main_multiple
         if verify:
-            want = self.meta.get("onnx_sha256")
+            want = want_sha
             if not want:
-                raise ModelFileError(f"{self.json_path}: no 'onnx_sha256' to check {self.onnx_path.name} against")
+                raise ModelFileError(f"{self.json_path}: no checksum to check {self.onnx_path.name} against")
             got = sha256(self.onnx_path)
             if got != want:
                 raise ModelFileError(f"{self.onnx_path}: checksum {got[:12]}... does not match "

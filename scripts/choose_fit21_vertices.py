@@ -10,7 +10,7 @@ centre) on AFLW *training* faces (aflw_21pt; never AFLW2000-3D), and print them 
 The first form is the full choice (round 1 fits the 14 iBUG points alone). ``--from-current``
 starts from the current AFLW21_VERTICES and re-chooses ``--groups`` with every other point in the
 fit (their own group left out). ``--held-out`` only measures the current choice: each visible
-point of each face predicted by a fit without it (``fit21.held_out_errors``).
+point of each face predicted by a fit without it (``fit21_labels.held_out_errors``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import time
 
 from lightmark.core.paths import data_root
 from lightmark.data import open_dataset
-from lightmark.synth import fit21
+from lightmark.synth import fit21, fit21_labels
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=400)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--groups", action="append", help="some of: " + ", ".join(fit21._GROUPS))
+    ap.add_argument("--groups", action="append", help="some of: " + ", ".join(fit21_labels._GROUPS))
     ap.add_argument("--from-current", action="store_true")
     ap.add_argument("--held-out", action="store_true", help="only measure the current vertices")
     ap.add_argument("--json", help="write the report here")
@@ -38,13 +38,13 @@ def main() -> None:
     if a.held_out:
         from lightmark.data.aflw21 import AFLW21_NAMES
 
-        r = fit21.held_out_errors([rec.points for rec in ds.records])
+        r = fit21_labels.held_out_errors([rec.points for rec in ds.records])
         for k, name in enumerate(AFLW21_NAMES):
             print(f"{k:2d} {name:24s} {100 * r[k]['mean']:5.2f} % ({r[k]['n']} clicks)")
         print(f"mean over points: {100 * r['mean']:.2f} %")
         return
     t0 = time.time()
-    choice, report = fit21.choose_vertices(
+    choice, report = fit21_labels.choose_vertices(
         [r.points for r in ds.records], rounds=a.rounds, groups=a.groups,
         start=dict(fit21.AFLW21_VERTICES) if a.from_current else None,
         log=lambda m: print(f"{m} ({time.time() - t0:.0f} s)", flush=True))

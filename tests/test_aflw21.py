@@ -234,7 +234,7 @@ def test_pt2d_reader(tmp_path):
 
 
 def test_label_generation_is_readable_and_resumable(sm, tmp_path):
-    from lightmark.synth import fit21
+    from lightmark.synth import fit21_labels
 
     poses = [(45, 5, 0), (-60, 0, 5), (70, -5, -5)]
     faces = [_synthetic_face(sm, *p, seed=i) for i, p in enumerate(poses)]
@@ -244,7 +244,7 @@ def test_label_generation_is_readable_and_resumable(sm, tmp_path):
     rows.append(_row("f3.jpg", 40.0, bad))  # too few points to fit: skipped, named in the manifest
     src = make_aflw21(tmp_path / "src", rows, [f"f{i}.jpg" for i in range(4)])
     out = tmp_path / "out"
-    stats = fit21.fit21_main(str(src), str(out))
+    stats = fit21_labels.fit21_main(str(src), str(out))
     assert stats["n"] == 3 and stats["n_skipped"] == 1 and stats["fitted_this_run"] == 4
     ds = open_dataset(out)
     assert ds.kind == "pts" and len(ds) == 3 and ds.num_points == 68
@@ -255,14 +255,14 @@ def test_label_generation_is_readable_and_resumable(sm, tmp_path):
     assert all("fit_error_px" in f and "fit" in f for f in man["faces"])
     assert "f3.jpg" in man["skipped"][0]
     # Resumed: nothing is refitted; a face whose labels vanished is.
-    assert fit21.fit21_main(str(src), str(out))["fitted_this_run"] == 0
+    assert fit21_labels.fit21_main(str(src), str(out))["fitted_this_run"] == 0
     runs = json.loads((out / "manifest.json").read_text())["runs"]
     assert [r["fitted"] for r in runs] == [4, 0]
     (out / "f1.pts").unlink()
-    again = fit21.fit21_main(str(src), str(out))
+    again = fit21_labels.fit21_main(str(src), str(out))
     assert again["fitted_this_run"] == 1 and again["n"] == 3
     with pytest.raises(ProfileError, match="jaw"):
-        fit21.fit21_main(str(src), str(out), jaw="landmarks68")
+        fit21_labels.fit21_main(str(src), str(out), jaw="landmarks68")
 
 
 def test_cli_fit21_needs_its_arguments(capsys):

@@ -26,7 +26,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_fit21(args: argparse.Namespace) -> int:
     from lightmark.core.errors import CliError
-    from lightmark.synth.fit21 import check_aflw2000, fit21_main
+    from lightmark.synth.fit21_labels import check_aflw2000, fit21_main
 
     if args.check:
         if args.data or args.out:

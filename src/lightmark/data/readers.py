@@ -1,5 +1,8 @@
 """Readers for the landmark data sets lightmark trains and tests on, and :func:`open_dataset`.
 
+(A little over 400 lines: every kind's folder opener sits beside the one sniffing rule that picks
+it, so a new kind is added in one place; the label parsers themselves are in ``formats.py``.)
+
 Every reader turns a folder (or a single file) into a :class:`LandmarkDataset`: a list of
 :class:`Record` (image path, 68 points, meta). Labels are small, so they are parsed *eagerly* when
 the data set is opened, and every label problem is found then. Images are loaded *lazily* by

@@ -194,7 +194,7 @@ def warp_image(image: np.ndarray, m: np.ndarray, out_size: int,
 
 #: Crops that shrink the photo more than 4x (scale below this) first average f x f pixel blocks
 #: (an exact box filter, OpenCV's INTER_AREA at an integer factor) and blur what is left: the
-#: Gaussian of a face filling a 12-megapixel photo was 37 pixels wide and took about 60 ms. Crops
+#: Gaussian of a face filling a 12-megapixel photo was 37 pixels wide (timed in docs/SPEED.md). Crops
 #: shrinking less (every face in AFW, aflw2000_val and 640x480 photos of one face) never take
 #: this path, so their pixels are what they always were.
 BOX_SHRINK_BELOW = 0.25

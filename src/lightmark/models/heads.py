@@ -156,9 +156,8 @@ class SeparableHead(MapHead):
 
     1x1 projection to ``head_channels`` at stride 32, then per entry of ``upsample_strides`` a
     bilinear up-sampling (half-pixel centres, like the heatmap contract) and a depthwise-separable
-    block, then attention and a separable 1x1 output. On onnxruntime the two transposed convs and
-    the dense 3x3 of :class:`HeatmapHead` took about 0.6 ms of a 2.2 ms forward pass at 128 px;
-    this head does the same up-sampling in about a tenth of the multiply-adds. The output contract
+    block, then attention and a separable 1x1 output: the same up-sampling as :class:`HeatmapHead`
+    for a fraction of its cost (measured in ``docs/ABLATIONS.md``). The output contract
     (maps of ``heatmap_size``, pixel-centre mapping) is the same as :class:`HeatmapHead`'s.
     """
 

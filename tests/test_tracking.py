@@ -30,7 +30,14 @@ def _size(points: np.ndarray) -> float:
 
 def test_face_keeps_working_without_the_new_fields() -> None:
     f = Face(box=np.zeros(4, np.float32), score=0.9, points=np.zeros((68, 2), np.float32))
-    assert f.track_id is None and f.quality is None and f.pose is None
+    assert f.track_id is None and f.quality is None
+    # pose is fitted when read: collapsed points are a clear error, a set pose is kept
+    from lightmark.core.errors import LightmarkError
+
+    with pytest.raises(LightmarkError):
+        f.pose
+    f.pose = [1.0, 2.0, 3.0]
+    assert f.pose.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_track_follows_a_moving_face_with_one_detection(lm) -> None:

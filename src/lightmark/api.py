@@ -33,7 +33,6 @@ from lightmark.core import geometry
 from lightmark.core.boxmap import load_box_mapping
 from lightmark.core.imaging import ImageLike, as_image
 from lightmark.core.modelfile import model_paths
-from lightmark.core.pose import head_pose_batch
 from lightmark.core.types import Detector, Face, Predictor
 from lightmark.core.errors import LandmarkerError, LightmarkError, ModelNotFoundError
 
@@ -242,9 +241,8 @@ class Landmarker:
         good = [i for i in imgs if i is not None]
         dets = [self.detect(i) for i in good]
         points = self._predict_groups(good, [d[:, :4].astype(np.float64) for d in dets], "face")
-        poses = [head_pose_batch(pts, img.shape) for pts, img in zip(points, good)]
-        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p, pose=q)
-                       for d, p, q in zip(ds, pts, qs)] for ds, pts, qs in zip(dets, points, poses)])
+        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p)
+                       for d, p in zip(ds, pts)] for ds, pts in zip(dets, points)])
         return [next(faces) if k not in failed else ([] if on_error == "skip" else failed[k])
                 for k in range(len(imgs))]
 

@@ -41,7 +41,6 @@ from lightmark.core import geometry
 from lightmark.core.types import Face
 from lightmark.core.smoothing import LandmarkSmoother
 from lightmark.core.imaging import to_rgb8
-from lightmark.core.pose import head_pose_batch
 from lightmark.core.quality import DEFAULT_MIN_QUALITY, face_quality, integral_points_and_quality, model_head
 from lightmark.core.errors import TrackingError
 
@@ -240,10 +239,6 @@ class FaceTracker:
             faces.append(Face(box=geometry.landmark_box(tr.shown).astype(np.float32),
                               score=tr.score, points=tr.shown.astype(np.float32), track_id=tr.id,
                               quality=tr.quality))
-        if faces:  # head pose of the shown (smoothed) points, all faces in one vectorised fit
-            poses = head_pose_batch(np.stack([f.points for f in faces]), img.shape)
-            for f, pose in zip(faces, poses):
-                f.pose = pose
         self._frame += 1
         self._last_t = t
         return faces

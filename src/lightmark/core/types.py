@@ -7,7 +7,7 @@ implements :class:`Detector`, and so can any other face detector handed to ``Lan
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +22,7 @@ class Face:
 
     From :meth:`Landmarker.track` also ``track_id`` (stable over frames) and ``quality`` (in
     (0, 1), :mod:`lightmark.core.quality`); there ``box`` is the tight box around the points.
+    ``pose`` is fitted when first read (it costs more than the rest of a tracked frame), then kept.
     """
 
     box: np.ndarray  # float32 (4,)
@@ -29,7 +30,21 @@ class Face:
     points: np.ndarray  # float32 (68, 2), image pixels
     track_id: Optional[int] = None
     quality: Optional[float] = None
-    pose: Optional[np.ndarray] = None  # float (3,): yaw, pitch, roll in degrees
+    _pose: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+
+    @property
+    def pose(self) -> np.ndarray:
+        """float (3,): yaw, pitch, roll in degrees, in AFLW2000-3D's ``Pose_Para`` convention."""
+        if self._pose is None:
+            from lightmark.core.pose import head_pose_batch
+
+            # The weak-perspective fit needs no image size; (1, 1) only satisfies the check.
+            self._pose = head_pose_batch(self.points[None], (1, 1))[0]
+        return self._pose
+
+    @pose.setter
+    def pose(self, value: np.ndarray) -> None:
+        self._pose = np.asarray(value, np.float64)
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from typing import Any, Union
 import numpy as np
 
 from lightmark.core.errors import DataError
-from lightmark.data.formats import MAX_COORDINATE
+from lightmark.data.formats import MAX_COORDINATE, read_csv_text
 
 PathLike = Union[str, Path]
 
@@ -93,12 +93,7 @@ def read_aflw21_csv(path: PathLike) -> list[tuple[str, int, Any]]:
     ``(yaw_deg, points)`` or the :class:`DataError` that row raises when used (so ``skip_bad``
     can skip single rows). A header row (first cell ``image``, or a non-numeric yaw) is skipped."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: garbled CSV (not UTF-8 text)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read CSV ({e.strerror or e})") from None
+    text = read_csv_text(path)
     numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines()) if ln.strip(" ,\t")]
     if not numbered:
         raise DataError(f"{path}: empty AFLW-21 table")

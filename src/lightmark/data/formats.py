@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -179,16 +178,21 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def read_keypoint_csv(path: PathLike) -> tuple[list[str], list[Any], bool]:
-    """Parse a keypoint table: (names, per row either float32 (68, 2) points or the
-    :class:`DataError` that row raises when used, whether it had a header row)."""
-    path = Path(path)
+def read_csv_text(path: Path) -> str:
+    """A CSV table's text (a byte-order mark dropped); a ``DataError`` naming the file otherwise."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: garbled CSV (not UTF-8 text)") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read CSV ({e.strerror or e})") from None
+
+
+def read_keypoint_csv(path: PathLike) -> tuple[list[str], list[Any], bool]:
+    """Parse a keypoint table: (names, per row either float32 (68, 2) points or the
+    :class:`DataError` that row raises when used, whether it had a header row)."""
+    path = Path(path)
+    text = read_csv_text(path)
     lines = [ln for ln in text.splitlines() if ln.strip(" ,\t")]
     if not lines:
         raise DataError(f"{path}: empty CSV table")

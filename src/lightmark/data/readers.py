@@ -37,8 +37,6 @@ that wants to skip bad samples catches it there.
 """
 from __future__ import annotations
 
-import csv
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +48,7 @@ from lightmark.core.errors import DataError, ImageError
 from lightmark.core.geometry import NUM_POINTS
 from lightmark.core.imaging import IMAGE_SUFFIXES, load_image
 from lightmark.data.aflw21 import NUM_POINTS_AFLW21, looks_like_aflw21_csv, read_aflw21_csv
-from lightmark.data.formats import (_check_points, _fast_table, _is_number, _parse_xy_lines, _read_text,
-                                    read_aflw_mat, read_facesynthetics_labels, read_keypoint_csv,
-                                    read_pts)
+from lightmark.data.formats import read_aflw_mat, read_facesynthetics_labels, read_keypoint_csv, read_pts
 
 
 #: The kinds :func:`open_dataset` knows, and what each one looks for in a folder.

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from lightmark.core.config import Config, apply_overrides, load_config, validate_config
-from lightmark.core.errors import ConfigError
 from lightmark.core.files import clean_stale_temporaries, write_text
 from lightmark.data.readers import LandmarkDataset, open_dataset, require_68
 from lightmark.models import TorchPredictor, build_model, load_model

@@ -16,7 +16,7 @@ from typing import Any, Union
 import numpy as np
 
 from lightmark.core.errors import DataError
-from lightmark.data.formats import MAX_COORDINATE, read_csv_text
+from lightmark.data.formats import MAX_COORDINATE, is_number, read_text
 
 PathLike = Union[str, Path]
 
@@ -93,12 +93,12 @@ def read_aflw21_csv(path: PathLike) -> list[tuple[str, int, Any]]:
     ``(yaw_deg, points)`` or the :class:`DataError` that row raises when used (so ``skip_bad``
     can skip single rows). A header row (first cell ``image``, or a non-numeric yaw) is skipped."""
     path = Path(path)
-    text = read_csv_text(path)
+    text = read_text(path, "CSV")
     numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines()) if ln.strip(" ,\t")]
     if not numbered:
         raise DataError(f"{path}: empty AFLW-21 table")
     head = next(csv.reader([numbered[0][1]]))
-    if head[0].strip().lower() in ("image", "name", "file", "") or (len(head) > 1 and not _is_number(head[1])):
+    if head[0].strip().lower() in ("image", "name", "file", "") or (len(head) > 1 and not is_number(head[1])):
         if len(head) != _COLUMNS:
             raise DataError(f"{path}: not an AFLW-21 table: header has {len(head)} columns, expected "
                             f"image, yaw_deg and {2 * NUM_POINTS_AFLW21} coordinates")
@@ -116,12 +116,6 @@ def read_aflw21_csv(path: PathLike) -> list[tuple[str, int, Any]]:
     return out
 
 
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
 
 
 def read_aflw2000_pt2d(path: PathLike) -> np.ndarray:

@@ -51,13 +51,15 @@ def _check_points(points: np.ndarray, where: str) -> np.ndarray:
     return p32
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path, what: str = "label file") -> str:
+    """A label file's or table's text (a byte-order mark dropped); a ``DataError`` naming the
+    file and ``what`` it is otherwise."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: garbled label file (not UTF-8 text)") from None
+        raise DataError(f"{path}: garbled {what} (not UTF-8 text)") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read label file ({e.strerror or e})") from None
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
 
 
 def _parse_xy_lines(lines: Sequence[str], path: Path, first_line: int = 1) -> np.ndarray:
@@ -76,7 +78,7 @@ def _parse_xy_lines(lines: Sequence[str], path: Path, first_line: int = 1) -> np
 def read_facesynthetics_labels(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """``NNNNNN_ldmks.txt`` -> (68 points, 2 pupils (left, right)), both float32, pixel centres."""
     path = Path(path)
-    lines = [ln for ln in _read_text(path).splitlines() if ln.strip()]
+    lines = [ln for ln in read_text(path).splitlines() if ln.strip()]
     if len(lines) != NUM_POINTS + 2:
         raise DataError(f"{path}: wrong number of points: expected 70 lines 'x y' (68 landmarks "
                         f"and 2 pupils), got {len(lines)} (truncated?)")
@@ -130,7 +132,7 @@ def read_pts(path: PathLike) -> np.ndarray:
     """A 300W ``.pts`` file (with or without its ``version``/``n_points``/``{ }`` header) ->
     float32 (68, 2) 0-based pixel centres (the file is 1-based)."""
     path = Path(path)
-    lines = [ln.strip() for ln in _read_text(path).splitlines()]
+    lines = [ln.strip() for ln in read_text(path).splitlines()]
     lines = [ln for ln in lines if ln]
     if not lines:
         raise DataError(f"{path}: empty label file")
@@ -170,7 +172,7 @@ def read_pts(path: PathLike) -> np.ndarray:
 _HEADER_WORDS = {"", "image", "name", "file", "filename", "path", "image_path", "img"}
 
 
-def _is_number(s: str) -> bool:
+def is_number(s: str) -> bool:
     try:
         float(s)
         return True
@@ -178,27 +180,17 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def read_csv_text(path: Path) -> str:
-    """A CSV table's text (a byte-order mark dropped); a ``DataError`` naming the file otherwise."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: garbled CSV (not UTF-8 text)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read CSV ({e.strerror or e})") from None
-
-
 def read_keypoint_csv(path: PathLike) -> tuple[list[str], list[Any], bool]:
     """Parse a keypoint table: (names, per row either float32 (68, 2) points or the
     :class:`DataError` that row raises when used, whether it had a header row)."""
     path = Path(path)
-    text = read_csv_text(path)
+    text = read_text(path, "CSV")
     lines = [ln for ln in text.splitlines() if ln.strip(" ,\t")]
     if not lines:
         raise DataError(f"{path}: empty CSV table")
     head = next(csv.reader([lines[0]]))
     # A header row: first cell empty or a column word, or any non-numeric coordinate cell.
-    has_header = head[0].strip().lower() in _HEADER_WORDS or not all(_is_number(c) for c in head[1:])
+    has_header = head[0].strip().lower() in _HEADER_WORDS or not all(is_number(c) for c in head[1:])
     if has_header:
         if len(head) != 1 + 2 * NUM_POINTS:
             raise DataError(f"{path}: not a 68-point keypoint table: header has {len(head)} columns, "

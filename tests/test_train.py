@@ -143,9 +143,14 @@ def test_ddp_two_processes_gloo(tiny_faces: Path, tmp_path: Path) -> None:
     cfg.val_data = None
     cfg_path.write_text(yaml.safe_dump(to_dict(cfg)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    import socket
+
+    with socket.socket() as s:  # a free port: a fixed one collides with a second suite running
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29533", "-m", "lightmark", "train", str(cfg_path)],
+         "--master_port", str(port), "-m", "lightmark", "train", str(cfg_path)],
         capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())

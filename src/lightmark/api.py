@@ -34,7 +34,7 @@ from lightmark.core.boxmap import load_box_mapping
 from lightmark.core.imaging import ImageLike, as_image
 from lightmark.core.modelfile import model_paths
 from lightmark.core.types import Detector, Face, Predictor
-from lightmark.core.errors import LandmarkerError, LightmarkError, ModelNotFoundError
+from lightmark.core.errors import ConventionError, LandmarkerError, LightmarkError, ModelNotFoundError
 
 PathLike = Union[str, Path]
 
@@ -183,29 +183,38 @@ class Landmarker:
         """Faces by the bundled detector: float32 (N, 5) x1, y1, x2, y2, score, best first."""
         return self.detector.detect(as_image(image))
 
-    def predict(self, image: ImageLike, box: Sequence[float], box_kind: str = "face") -> np.ndarray:
+    @property
+    def conventions(self) -> list[str]:
+        """The landmark conventions this model outputs: ``"2d"`` (300W: the jaw on the visible
+        contour) and, for models that have it, ``"3d"`` (projected 3D points, AFLW2000-3D's)."""
+        return list(getattr(self.predictor, "conventions", None) or ["2d"])
+
+    def predict(self, image: ImageLike, box: Sequence[float], box_kind: str = "face",
+                convention: str = "2d") -> np.ndarray:
         """68 points, float32 (68, 2), 0-based pixels of ``image`` (array or path).
 
         ``box``: (x1, y1, x2, y2) around the face (a detector row with a 5th score value is also
         accepted). ``box_kind``: ``"face"`` (any face detector's box) or ``"landmarks"`` (the tight
-        box around the 68 points).
+        box around the 68 points). ``convention``: ``"2d"`` or ``"3d"`` (one of :attr:`conventions`).
         """
         b = np.asarray(box, dtype=np.float64) if _is_numeric(box) else None
         if b is None or b.shape not in ((4,), (5,)):
             raise LandmarkerError(f"box must be (x1, y1, x2, y2), got {box!r}")
-        return self.predict_batch(image, b[None, :4], box_kind)[0]
+        return self.predict_batch(image, b[None, :4], box_kind, convention)[0]
 
-    def predict_batch(self, image: ImageLike, boxes: Any, box_kind: str = "face") -> np.ndarray:
+    def predict_batch(self, image: ImageLike, boxes: Any, box_kind: str = "face",
+                      convention: str = "2d") -> np.ndarray:
         """Points for many boxes on one image: float32 (N, 68, 2). ``boxes``: (N, 4) or (N, 5)."""
         img = as_image(image)
-        return self._predict_groups([img], [self._check_boxes(boxes, img.shape)], box_kind)[0]
+        return self._predict_groups([img], [self._check_boxes(boxes, img.shape)], box_kind,
+                                    convention)[0][0]
 
-    def predict_all(self, image: ImageLike) -> list[Face]:
+    def predict_all(self, image: ImageLike, convention: str = "2d") -> list[Face]:
         """Detect every face and predict its landmarks; faces best score first."""
-        return self.predict_many([image])[0]
+        return self.predict_many([image], convention=convention)[0]
 
     def predict_boxes(self, images: Sequence[ImageLike], boxes: Sequence[Any],
-                      box_kind: str = "face") -> list[np.ndarray]:
+                      box_kind: str = "face", convention: str = "2d") -> list[np.ndarray]:
         """:meth:`predict_batch` for several images, each with its own boxes: a list of float32
         (N_i, 68, 2). The model sees the faces of all the images together (in chunks of
         ``predictor.chunk``), as :meth:`predict_many` does after detection."""
@@ -213,10 +222,10 @@ class Landmarker:
             raise LandmarkerError(f"predict_boxes: {len(images)} images but {len(boxes)} box arrays")
         imgs = [as_image(i) for i in images]
         checked = [self._check_boxes(b, img.shape) for img, b in zip(imgs, boxes)]
-        return self._predict_groups(imgs, checked, box_kind)
+        return self._predict_groups(imgs, checked, box_kind, convention)[0]
 
-    def predict_many(self, images: Sequence[ImageLike],
-                     on_error: str = "raise") -> list[Union[list[Face], LightmarkError]]:
+    def predict_many(self, images: Sequence[ImageLike], on_error: str = "raise",
+                     convention: str = "2d") -> list[Union[list[Face], LightmarkError]]:
         """:meth:`predict_all` for several images; the landmark model sees all their faces in one
         batch (per pass), which is faster than image after image on a CPU.
 
@@ -225,6 +234,8 @@ class Landmarker:
         raises it and nothing is returned; ``"skip"`` gives that image an empty list (as for a
         photo with no face); ``"return"`` puts the error object itself in that image's place, so
         the caller can tell "no face" from "unreadable". The other images are processed either way.
+        ``convention``: as for :meth:`predict`; each ``Face`` also carries ``points_3d`` when the
+        model has 3D-convention points and another convention was asked for (its pose uses them).
         """
         if on_error not in ON_ERROR:
             raise LandmarkerError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -240,9 +251,12 @@ class Landmarker:
                 imgs.append(None)
         good = [i for i in imgs if i is not None]
         dets = [self.detect(i) for i in good]
-        points = self._predict_groups(good, [d[:, :4].astype(np.float64) for d in dets], "face")
-        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p)
-                       for d, p in zip(ds, pts)] for ds, pts in zip(dets, points)])
+        points, points_3d = self._predict_groups(good, [d[:, :4].astype(np.float64) for d in dets],
+                                                 "face", convention, with_3d=True)
+        faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p,
+                            points_3d=None if p3 is None else p3[j])
+                       for j, (d, p) in enumerate(zip(ds, pts))]
+                      for ds, pts, p3 in zip(dets, points, points_3d)])
         return [next(faces) if k not in failed else ([] if on_error == "skip" else failed[k])
                 for k in range(len(imgs))]
 
@@ -279,16 +293,26 @@ class Landmarker:
 
     # ------------------------------------------------------------------------------------------
 
-    def _predict_groups(self, imgs: list[np.ndarray], boxes: list[np.ndarray],
-                        box_kind: str) -> list[np.ndarray]:
-        """Points for each image's boxes, the model run once per pass over all of them."""
+    def _predict_groups(self, imgs: list[np.ndarray], boxes: list[np.ndarray], box_kind: str,
+                        convention: str, with_3d: bool = False
+                        ) -> tuple[list[np.ndarray], list[Optional[np.ndarray]]]:
+        """Points of ``convention`` for each image's boxes, the model run once per pass over all
+        of them; beside them the 3D-convention points of the same pass when ``with_3d``, the
+        model has them and ``convention`` is another (else ``None`` per image)."""
         if box_kind not in BOX_KINDS:
             raise LandmarkerError(f"box_kind must be one of {BOX_KINDS}, got {box_kind!r}")
+        if convention not in self.conventions:
+            raise ConventionError(f"{self.model_path.name}: no {convention!r} landmarks in this model "
+                                  f"(its conventions: {', '.join(self.conventions)})")
+        sets = [convention]
+        if with_3d and convention != "3d" and "3d" in self.conventions:
+            sets.append("3d")
         if box_kind == "face":
             scale, shift = self.face_box_mapping()
         else:
             scale, shift = self.crop_scale, (0.0, 0.0)
-        pts = self._run(imgs, boxes, scale, shift)
+        first = self._run(imgs, boxes, scale, shift, sets)
+        pts, extra = first[0], (first[1] if len(sets) > 1 else None)
         if self.refine and box_kind == "face":
             # Second pass on the predicted landmarks' own box: the training crop, up to model error.
             # (A "landmarks" box already gives the training crop: nothing to refine.)
@@ -302,19 +326,21 @@ class Landmarker:
                 side1 = scale * np.max(b[:, 2:] - b[:, :2], axis=1)
                 side2 = self.crop_scale * np.max(lm_boxes[:, 2:] - lm_boxes[:, :2], axis=1)
                 again.append((lm_boxes, (side2 >= lo * side1) & (side2 <= hi * side1)))
-            refined = self._run(imgs, [lm[ok] for lm, ok in again], self.crop_scale, (0.0, 0.0))
-            for p, (_, ok), r in zip(pts, again, refined):
-                p[ok] = r
-        return pts
+            refined = self._run(imgs, [lm[ok] for lm, ok in again], self.crop_scale, (0.0, 0.0), sets)
+            for kept, new in zip([pts, extra], refined):
+                for p, (_, ok), r in zip(kept or [], again, new):
+                    p[ok] = r
+        return pts, (extra if extra is not None else [None] * len(imgs))
 
     def _run(self, imgs: list[np.ndarray], boxes: list[np.ndarray], scale: float,
-             shift: tuple[float, float]) -> list[np.ndarray]:
-        """Crop every box of every image, run the model once, map the points back per image."""
+             shift: tuple[float, float], conventions: Sequence[str]) -> list[list[np.ndarray]]:
+        """Crop every box of every image, run the model once, map the points back per image:
+        for each of ``conventions`` a list of (N_i, 68, 2) arrays."""
         s = self.input_size
         counts = [len(b) for b in boxes]
         total = sum(counts)
         if total == 0:
-            return [np.zeros((0, 68, 2), np.float32) for _ in imgs]
+            return [[np.zeros((0, 68, 2), np.float32) for _ in imgs] for _ in conventions]
         # Every crop goes straight into one batch array: no per-image arrays to concatenate.
         crops = np.empty((total, s, s, 3), np.uint8)
         mats = []
@@ -328,12 +354,18 @@ class Landmarker:
             else:
                 mats.append(None)
             start += n
-        crop_pts = self.predictor.predict_crops(crops)
-        out, start = [], 0
-        for m, n in zip(mats, counts):
-            out.append(geometry.points_to_image(crop_pts[start:start + n], m) if n
-                       else np.zeros((0, 68, 2), np.float32))
-            start += n
+        if hasattr(self.predictor, "predict_crops_sets"):
+            found = self.predictor.predict_crops_sets(crops, conventions)
+        else:  # a predictor of one convention (the Predictor protocol's minimum)
+            found = {conventions[0]: self.predictor.predict_crops(crops)}
+        out = []
+        for name in conventions:
+            crop_pts, per_image, start = found[name], [], 0
+            for m, n in zip(mats, counts):
+                per_image.append(geometry.points_to_image(crop_pts[start:start + n], m) if n
+                                 else np.zeros((0, 68, 2), np.float32))
+                start += n
+            out.append(per_image)
         return out
 
     @staticmethod

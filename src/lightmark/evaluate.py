@@ -31,7 +31,7 @@ import numpy as np
 from lightmark.core import files, geometry, metrics
 from lightmark.core.geometry import match_detection  # one matching rule for fitting and evaluation
 from lightmark.core.types import Detector, Predictor
-from lightmark.core.errors import EvaluationError
+from lightmark.core.errors import ConventionError, EvaluationError
 
 PathLike = Union[str, Path]
 BOX_SOURCES = ("gt", "detector")
@@ -70,13 +70,16 @@ def _progress(iterable: Sequence, enabled: bool, desc: str):
 def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source: str = "gt",
              detector: Optional[Detector] = None, seed: int = 0, batch_size: int = 32,
              progress: bool = True, min_iou: float = 0.3, val_fraction: float = 0.1,
-             store_points: bool = False) -> dict:
+             store_points: bool = False, convention: Optional[str] = None) -> dict:
     """Run ``predictor`` on the ``split`` of ``dataset`` and return the report dict.
 
     ``dataset``: a :class:`lightmark.data.readers.LandmarkDataset` or a path for
     :func:`~lightmark.data.readers.open_dataset`. ``split``: ``"all"``, or the seeded ``"val"`` /
     ``"test"`` part (:func:`lightmark.data.protocol.select_split` with ``seed``, ``val_fraction``).
     ``store_points`` adds each image's predicted points (image pixels) to the per-image list.
+    ``convention``: which of the model's landmark sets to score (``"2d"`` / ``"3d"``); ``None``:
+    the data set kind's (:data:`~lightmark.data.readers.KIND_CONVENTIONS`) when the model has it,
+    else the model's first. The report's ``convention`` says which was scored.
 
     The report holds ``summary`` (:func:`lightmark.metrics.summarize`: NME/FR in percent, AUC in
     [0, 1], yaw bins when every record has ``meta['yaw_deg']``), ``per_image`` (file, nme_box,
@@ -103,6 +106,14 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
     if len(ds) == 0:
         raise EvaluationError(f"{dataset.name}: split {split!r} (seed {seed}) is empty")
 
+    model_conventions = list(getattr(predictor, "conventions", None) or ["2d"])
+    if convention is None:
+        convention = dataset.convention if dataset.convention in model_conventions else model_conventions[0]
+    elif convention not in model_conventions:
+        raise ConventionError(f"evaluate: the model has no {convention!r} landmarks (its "
+                              f"conventions: {', '.join(model_conventions)})")
+    # Predictors from outside lightmark may not know conventions: only ours are asked for one.
+    convention_kw = {"convention": convention} if hasattr(predictor, "conventions") else {}
     size = int(predictor.input_size)
     n = len(ds)
     gt = np.zeros((n, geometry.NUM_POINTS, 2), np.float64)
@@ -116,7 +127,7 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
             return
         crops = np.stack([c for _, c, _ in pending])
         mats = np.stack([m for _, _, m in pending])
-        out = np.asarray(predictor.predict_crops(crops), dtype=np.float64)
+        out = np.asarray(predictor.predict_crops(crops, **convention_kw), dtype=np.float64)
         if out.shape != (len(crops), geometry.NUM_POINTS, 2):
             raise EvaluationError(f"predictor {type(predictor).__name__} returned shape {out.shape} "
                                   f"for {len(crops)} crops; expected ({len(crops)}, 68, 2)")
@@ -189,6 +200,7 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
             "files": names,
         },
         "box_source": box_source,
+        "convention": convention,
         "summary": summary,
         "per_image": per_image,
     }

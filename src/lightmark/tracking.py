@@ -150,7 +150,8 @@ class FaceTracker:
     crop IoU for a detection to match a track. ``keep_lost``: frames a lost face's id is kept for
     re-finding; ``redetect_every``: detector period meanwhile. ``predict_motion``: move each crop
     by the face's velocity. ``crop_deadband``: keep the crop while the face moved less than this
-    fraction of its size.
+    fraction of its size. ``convention``: the landmark set tracked (``"2d"``, or ``"3d"`` for
+    models that have it: the better input for ``Face.pose``).
     """
 
     def __init__(self, landmarker: Any, detect_every: int = 30, smooth: bool = True,
@@ -159,13 +160,17 @@ class FaceTracker:
                  d_cutoff: float = D_CUTOFF, shape_min_cutoff: float = SHAPE_MIN_CUTOFF,
                  shape_beta: float = SHAPE_BETA, match_iou: float = 0.3, keep_lost: int = 30,
                  redetect_every: int = 3, predict_motion: bool = True,
-                 crop_deadband: float = CROP_DEADBAND) -> None:
+                 crop_deadband: float = CROP_DEADBAND, convention: str = "2d") -> None:
         def whole(name: str, v: Any, lo: int) -> int:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise TrackingError(f"{name} must be an integer >= {lo}, got {v!r}")
             return int(v)
 
         self.landmarker = landmarker
+        have = list(getattr(landmarker.predictor, "conventions", None) or ["2d"])
+        if convention not in have:
+            raise TrackingError(f"convention {convention!r}: this model has {', '.join(have)}")
+        self.convention = convention
         self.detect_every = whole("detect_every", detect_every, 0)
         self.keep_lost = whole("keep_lost", keep_lost, 0)
         self.redetect_every = whole("redetect_every", redetect_every, 1)
@@ -260,14 +265,15 @@ class FaceTracker:
         s = lm.input_size
         crops, mats = geometry.crops_from_boxes(img, squares, s, scale, shift)
         pred = lm.predictor
+        conv = {"convention": self.convention} if hasattr(pred, "conventions") else {}
         if not hasattr(pred, "predict_crops_raw"):  # no raw outputs: no quality, the detector decides
-            pts, q = pred.predict_crops(crops), None
+            pts, q = pred.predict_crops(crops, **conv), None
         elif model_head(pred.meta["model"]) == "integral":
             # One softmax for both the points and the quality (decode would compute it again).
-            _, raw = pred.predict_crops_raw(crops, decode_points=False)
+            _, raw = pred.predict_crops_raw(crops, decode_points=False, **conv)
             pts, q = integral_points_and_quality(raw, s)
         else:
-            pts, raw = pred.predict_crops_raw(crops)
+            pts, raw = pred.predict_crops_raw(crops, **conv)
             q = face_quality(raw, pred.meta["model"])
         return geometry.points_to_image(pts, mats).astype(np.float64), q
 

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="split seed")
     sp.add_argument("--boxes", default="gt", choices=["gt", "detector"],
                     help="face boxes from ground-truth landmarks or from the bundled detector")
+    sp.add_argument("--convention", choices=["2d", "3d"],
+                    help="landmark set to score (default: the data set's: 3d for AFLW2000-3D and "
+                         "FaceSynthetics, 2d for 300W folders and CSV tables)")
     sp.add_argument("--json", metavar="FILE", help="write the report here ('-': to stdout)")
     sp.add_argument("--plot", help="write the CED plot (PNG) here")
     sp.add_argument("--quiet", action="store_true")
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--box", help="x1,y1,x2,y2: a face box to use instead of the detector")
     sp.add_argument("--box-kind", default="face", choices=["face", "landmarks"],
                     help="--box is a detector-style face box (default) or a tight landmark box")
+    sp.add_argument("--convention", default="2d", choices=["2d", "3d"],
+                    help="2d: 300W's jaw on the visible contour (default); 3d: projected 3D points "
+                         "(AFLW2000-3D's), for models that have them")
     sp.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                     help="write JSON (boxes, scores, points) to FILE.json (rewritten as photos are "
                          "done) or FILE.jsonl (one line per photo), or to stdout without FILE "
@@ -97,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--every", type=int, default=30,
                     help="run the face detector every N frames (and when a face is lost; 0: only then)")
     sp.add_argument("--no-smooth", action="store_true", help="raw landmarks, no temporal smoothing")
+    sp.add_argument("--convention", default="2d", choices=["2d", "3d"],
+                    help="landmark set to track (3d: projected 3D points, for models that have them)")
     sp.add_argument("--fps", type=float, help="frame rate for the times (default: the video's; 30 for folders)")
     sp.add_argument("--max-faces", type=int, default=None, help="track at most this many faces")
     sp.add_argument("--threshold", type=float, default=0.7, help="detector score threshold")

@@ -73,11 +73,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         detector = FaceDetector(threads=args.threads)
     report = evaluate(predictor, args.data, split=args.split, box_source=args.boxes,
-                      detector=detector, seed=args.seed, progress=not args.quiet)
+                      detector=detector, seed=args.seed, progress=not args.quiet,
+                      convention=args.convention)
     s = report["summary"]
     to_stdout = args.json == "-"  # the report goes to stdout: the summary lines to stderr
     say = (lambda text: print(text, file=sys.stderr)) if to_stdout else print
-    line = (f"{args.data} [{args.split}, {args.boxes} boxes] n={s['n']}: "
+    line = (f"{args.data} [{args.split}, {args.boxes} boxes, {report['convention']}] n={s['n']}: "
             f"NME_box {s['nme_box']:.2f}%  NME_io {s['nme_io']:.2f}%  "
             f"FR@8 {s['fr_8_io']:.1f}%  AUC@8 {s['auc_8_io']:.3f}")
     if s.get("n_missed"):

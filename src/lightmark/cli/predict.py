@@ -160,6 +160,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CliError("; ".join(scan_errors))
     lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads,
                     refine=not args.no_refine, score_threshold=args.threshold)
+    if args.convention not in lm.conventions:
+        raise CliError(f"--convention {args.convention}: {lm.model_path.name} has "
+                       f"{', '.join(lm.conventions)} landmarks only")
     out_dir: Optional[Path] = None
     out_file: Optional[Path] = None
     if args.out:
@@ -255,11 +258,13 @@ def _predict_all(lm: Any, paths: list[Path], box: Optional[tuple[float, ...]],
                 print(f"error: {e}", file=sys.stderr)
                 bar.update(1)
         if box is not None:
-            found_per_image = [[(list(box), None, lm.predict(img, box, box_kind=args.box_kind))]
+            found_per_image = [[(list(box), None, lm.predict(img, box, box_kind=args.box_kind,
+                                                               convention=args.convention))]
                                for _, img in loaded]
         else:
             found_per_image = [[(f.box.tolist(), f.score, f.points) for f in faces]
-                               for faces in lm.predict_many([img for _, img in loaded])]
+                               for faces in lm.predict_many([img for _, img in loaded],
+                                                            convention=args.convention)]
         for (path, image), found in zip(loaded, found_per_image):
             faces = [{"box": [round(float(v), 2) for v in b],
                       "score": None if sc is None else round(float(sc), 4),

@@ -17,7 +17,8 @@ def cmd_video(args: argparse.Namespace) -> int:
                     score_threshold=args.threshold)
     s = process_video(args.input, lm, out=args.out, json_path=args.json, csv_path=args.csv,
                       detect_every=args.every, smooth=not args.no_smooth, fps=args.fps,
-                      progress=not args.quiet, max_faces=args.max_faces)
+                      progress=not args.quiet, max_faces=args.max_faces,
+                      convention=args.convention)
     if s.ended_early:
         print(f"lightmark video: {args.input}: the video ended after {s.frames} frames, before the "
               "length its header gives (cut short?); everything written is complete", file=sys.stderr)

@@ -16,14 +16,12 @@ import functools
 from typing import Any, Optional, Union
 
 import numpy as np
-from lightmark.core.errors import CodecError
+from lightmark.core.errors import CodecError, ConventionError
 
 SizeLike = Union[int, tuple[int, int]]
 
 DECODERS = ("subpixel", "argmax")
 HEADS = ("heatmap", "integral", "regression")
-
-
 
 
 def _hw(size: SizeLike) -> tuple[int, int]:
@@ -197,6 +195,28 @@ def crop_to_heatmap(points: np.ndarray, input_size: int, hm_size: SizeLike) -> n
     p = np.asarray(points, dtype=np.float64)
     scale = np.array([w / input_size, h / input_size])
     return ((p + 0.5) * scale - 0.5).astype(np.float32)
+
+
+def conventions_of(model_cfg: Any) -> list[str]:
+    """The conventions a model outputs, in output order (``["2d"]`` for files that predate them)."""
+    return list(_field(model_cfg, "conventions", None) or ["2d"])
+
+
+def select_convention(output: np.ndarray, model_cfg: Any, convention: str = "2d") -> np.ndarray:
+    """The part of a raw ``(B, C * K, ...)`` output that is ``convention``'s ``(B, K, ...)``.
+
+    A model lists its conventions in ``model_cfg.conventions``; each owns ``num_points``
+    consecutive output channels (maps, or rows of a regression head), in that order.
+    """
+    names = conventions_of(model_cfg)
+    if convention not in names:
+        raise ConventionError(f"this model has no {convention!r} landmarks (its conventions: "
+                              f"{', '.join(names)})")
+    if len(names) == 1:
+        return output
+    k = int(_field(model_cfg, "num_points", 68))
+    i = names.index(convention)
+    return output[:, i * k:(i + 1) * k]
 
 
 def _field(cfg: Any, name: str, default: Any = None) -> Any:

@@ -28,6 +28,10 @@ Decoder = Literal["subpixel", "argmax"]
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
 Loss = Literal["mse", "l1"]
+#: Landmark conventions: "2d" (300W: the jaw on the visible contour) and "3d" (projected 3D points:
+#: AFLW2000-3D, FaceSynthetics, lightmark synth; the jaw where the bone is, hidden or not).
+Convention = Literal["2d", "3d"]
+CONVENTIONS: tuple[str, ...] = typing.get_args(Convention)
 #: Losses each head trains with.
 HEAD_LOSSES: dict[str, tuple[str, ...]] = {"heatmap": ("mse",), "integral": ("l1", "mse"),
                                            "regression": ("l1", "mse")}
@@ -53,6 +57,8 @@ class ModelConfig:
     head_block: HeadBlock = "deconv"
     attention: Optional[Attention] = None
     num_points: int = 68
+    # One set of num_points outputs per convention, in this order, from the same forward pass.
+    conventions: list[Convention] = field(default_factory=lambda: ["2d"])
 
 
 @dataclass
@@ -72,6 +78,9 @@ class DataSource:
     weight: float = 1.0
     limit: Optional[int] = None  # use at most this many samples (seeded choice)
     kind: Optional[str] = None  # None: recognised from the folder's contents
+    # None: the kind's convention (data.readers.KIND_CONVENTIONS); set it for folders of .pts
+    # files that hold 3D-convention points (e.g. the output of `lightmark fit21`).
+    convention: Optional[Convention] = None
 
 
 @dataclass
@@ -106,6 +115,9 @@ class TrainConfig:
     workers: int = 0
     threads: Optional[int] = None  # torch intra-op threads
     val_limit: Optional[int] = None  # validate on at most this many images
+    # Which part of val_data to score: None picks the protocol's seeded "val" part of a whole
+    # AFLW2000-3D and "all" of anything else; "all" for a folder that is a validation set already.
+    val_split: Optional[Literal["all", "val"]] = None
     init_from: Optional[str] = None  # start from these weights (a fine-tune), fresh optimiser
     # Copy only these parts of init_from (e.g. [backbone]: a new head on a trained backbone);
     # None: the whole model. Each named part must match exactly.
@@ -281,12 +293,18 @@ def validate_config(cfg: Config, where: Optional[str] = None) -> None:
     need(m.input_size >= 8, f"model.input_size must be at least 8, got {m.input_size}")
     need(all(s >= 1 for s in m.upsample_strides),
          f"model.upsample_strides must be positive integers, got {m.upsample_strides}")
+    need(len(m.conventions) >= 1 and len(set(m.conventions)) == len(m.conventions),
+         f"model.conventions must name each convention once, got {m.conventions}")
     for i, src in enumerate(cfg.train_data):
+        need(src.convention is None or src.convention in m.conventions,
+             f"train_data[{i}].convention {src.convention!r} is not one of model.conventions {m.conventions}")
         need(src.weight > 0, f"train_data[{i}].weight must be positive, got {src.weight}")
         need(src.limit is None or src.limit >= 1, f"train_data[{i}].limit must be at least 1, got {src.limit}")
     if t.teacher:
         need(m.head != "heatmap", "train.teacher needs a coordinate head (integral or regression), "
              "not the heatmap head")
+        need(len(m.conventions) == 1, "train.teacher distils one convention; the model has "
+             f"{m.conventions}")
         need(0.0 <= t.teacher_weight <= 1.0, f"train.teacher_weight must be in [0, 1], not {t.teacher_weight}")
 
 

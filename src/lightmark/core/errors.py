@@ -29,6 +29,10 @@ class CodecError(LightmarkError):
     """A network output or argument the codec cannot use; the message says what is wrong."""
 
 
+class ConventionError(LightmarkError):
+    """A landmark convention the model does not output, or that is not one of ``2d`` / ``3d``."""
+
+
 class MetricsError(LightmarkError):
     """Inputs the metrics cannot use (shapes, degenerate ground truth); the message says which."""
 

@@ -22,6 +22,8 @@ class Face:
 
     From :meth:`Landmarker.track` also ``track_id`` (stable over frames) and ``quality`` (in
     (0, 1), :mod:`lightmark.core.quality`); there ``box`` is the tight box around the points.
+    ``points_3d``: the same face's 3D-convention points when the model has them and ``points`` are
+    another convention's (else ``None``); the pose is fitted to them, as the mean face is 3D.
     ``pose`` is fitted when first read (it costs more than the rest of a tracked frame), then kept.
     """
 
@@ -30,6 +32,7 @@ class Face:
     points: np.ndarray  # float32 (68, 2), image pixels
     track_id: Optional[int] = None
     quality: Optional[float] = None
+    points_3d: Optional[np.ndarray] = field(default=None, repr=False)  # float32 (68, 2) or None
     _pose: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
@@ -39,7 +42,8 @@ class Face:
             from lightmark.core.pose import head_pose_batch
 
             # The weak-perspective fit needs no image size; (1, 1) only satisfies the check.
-            self._pose = head_pose_batch(self.points[None], (1, 1))[0]
+            pts = self.points if self.points_3d is None else self.points_3d
+            self._pose = head_pose_batch(pts[None], (1, 1))[0]
         return self._pose
 
     @pose.setter
@@ -49,7 +53,12 @@ class Face:
 
 @runtime_checkable
 class Predictor(Protocol):
-    """A landmark network: uint8 crops (N, S, S, 3) in, points in crop pixels (N, 68, 2) out."""
+    """A landmark network: uint8 crops (N, S, S, 3) in, points in crop pixels (N, 68, 2) out.
+
+    lightmark's own predictors also list ``conventions`` (``"2d"``, ``"3d"``), take
+    ``predict_crops(crops, convention=...)`` and give several sets from one pass with
+    ``predict_crops_sets(crops, conventions)``; evaluation asks for a convention only of those.
+    """
 
     input_size: int
     crop_scale: float  # crop side / larger side of the landmark box, as trained

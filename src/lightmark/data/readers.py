@@ -60,6 +60,10 @@ KINDS = {
     "aflw21": "aflw21.csv of rows image,yaw_deg,x0,y0,...,x20,y20 beside images/ (AFLW, 21 points)",
 }
 
+#: The landmark convention each kind's labels follow: projected 3D points ("3d") or 300W's visible
+#: contour ("2d"). AFLW's 21 points are the same in both (no jaw); its 68-point fits are "3d".
+KIND_CONVENTIONS = {"facesynthetics": "3d", "aflw2000": "3d", "pts": "2d", "csv": "2d", "aflw21": "3d"}
+
 PathLike = Union[str, Path]
 
 
@@ -123,6 +127,11 @@ class LandmarkDataset:
             except ValueError:
                 out.append(rec.image_path.as_posix())
         return out
+
+    @property
+    def convention(self) -> str:
+        """``"2d"`` or ``"3d"``: the landmark convention of this kind's labels (:data:`KIND_CONVENTIONS`)."""
+        return KIND_CONVENTIONS[self.kind]
 
     @property
     def num_points(self) -> int:

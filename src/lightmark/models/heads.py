@@ -91,6 +91,11 @@ def deconv_geometry(stride: int) -> tuple[int, int]:
     return kernel, (kernel - stride) // 2
 
 
+def output_count(cfg: ModelConfig) -> int:
+    """Maps (or points) a head outputs: ``num_points`` per entry of ``cfg.conventions``."""
+    return int(cfg.num_points) * len(cfg.conventions)
+
+
 class MapHead(nn.Module):
     """What the heads with map outputs share: the channel check, the output side, the resize.
 
@@ -133,7 +138,7 @@ class HeatmapHead(MapHead):
         self.attention = make_attention(cfg.attention, prev)
         self.conv = nn.Sequential(
             nn.Conv2d(prev, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
-        self.out = nn.Conv2d(c, cfg.num_points, 1)
+        self.out = nn.Conv2d(c, output_count(cfg), 1)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.normal_(m.weight, std=0.001 if m is self.out else 0.02)
@@ -170,7 +175,7 @@ class SeparableHead(MapHead):
         self.blocks = nn.ModuleList(separable_block(c, c) for _ in self.strides)
         self.attention = make_attention(cfg.attention, c)
         self.out = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),
-                                 nn.Conv2d(c, cfg.num_points, 1))
+                                 nn.Conv2d(c, output_count(cfg), 1))
         nn.init.normal_(self.out[-1].weight, std=0.001)
         nn.init.zeros_(self.out[-1].bias)
 
@@ -205,7 +210,7 @@ class RegressionHead(nn.Module):
 
     def __init__(self, in_channels: int, cfg: ModelConfig) -> None:
         super().__init__()
-        self.num_points = int(cfg.num_points)
+        self.num_points = output_count(cfg)
         self.input_size = int(cfg.input_size)
         self.attention = make_attention(cfg.attention, in_channels)
         self.fc = nn.Linear(in_channels, self.num_points * 2)

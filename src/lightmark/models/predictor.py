@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from lightmark.core.codec import decode
+from lightmark.core.codec import conventions_of, decode, select_convention
 from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
 from lightmark.core.imaging import to_input
@@ -38,6 +38,8 @@ class TorchPredictor:
             raise ValueError("TorchPredictor: meta has no 'crop_scale' entry")
         self.meta = meta
         self.input_size: int = int(self.model_cfg.input_size)
+        #: The landmark conventions the model outputs ("2d", "3d"), in output order.
+        self.conventions: list[str] = conventions_of(self.model_cfg)
         self.crop_scale: float = float(meta["crop_scale"])
         # Default: stay where the model is, so validating a model mid-training on a GPU neither
         # moves it to the CPU nor copies it.
@@ -67,6 +69,7 @@ class TorchPredictor:
         return np.concatenate(raw)
 
     def _decode(self, y: np.ndarray) -> np.ndarray:
+        """Points of one convention's outputs (:func:`select_convention` already applied)."""
         try:
             pts = decode(y, self.model_cfg, self.codec_cfg).astype(np.float32)
         except CodecError as e:
@@ -75,18 +78,26 @@ class TorchPredictor:
             raise ModelFileError(f"{self.name}: the model gave non-finite points (broken weights?)")
         return pts
 
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        c = self._check_crops(crops)
-        if len(c) == 0:
-            return np.zeros((0, self.model_cfg.num_points, 2), np.float32)
-        return self._decode(self._raw(c))
+    def predict_crops(self, crops: np.ndarray, convention: str = "2d") -> np.ndarray:
+        return self.predict_crops_sets(crops, (convention,))[convention]
 
-    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
-                          ) -> tuple[Optional[np.ndarray], np.ndarray]:
-        """Like :meth:`predict_crops`, and the raw model output (numpy) beside the points
-        (points ``None`` with ``decode_points=False``)."""
+    def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
+        """Points of each of ``conventions`` from one pass of the model: {name: (N, K, 2)}."""
         c = self._check_crops(crops)
+        for name in conventions:
+            select_convention(np.zeros((0, 0)), self.model_cfg, name)  # refuses an unknown one
+        if len(c) == 0:
+            return {name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions}
+        out = self._raw(c)
+        return {name: self._decode(select_convention(out, self.model_cfg, name)) for name in conventions}
+
+    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
+                          ) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Like :meth:`predict_crops`, and the raw model output of that convention (numpy) beside
+        the points (points ``None`` with ``decode_points=False``)."""
+        c = self._check_crops(crops)
+        select_convention(np.zeros((0, 0)), self.model_cfg, convention)  # refuses an unknown one
         if len(c) == 0:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32), np.zeros((0,), np.float32)
-        out = self._raw(c)
+        out = select_convention(self._raw(c), self.model_cfg, convention)
         return (self._decode(out) if decode_points else None), out

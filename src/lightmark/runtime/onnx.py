@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 import functools
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from lightmark.core.files import sha256
 from lightmark.core.geometry import LANDMARK_CROP_SCALE
-from lightmark.core.codec import decode
+from lightmark.core.codec import conventions_of, decode, select_convention
 from lightmark.core.imaging import to_input
-from lightmark.core.errors import CodecError, ModelFileError
+from lightmark.core.errors import CodecError, ConventionError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
 from lightmark.runtime.session import make_session
 
@@ -89,6 +89,8 @@ class OnnxPredictor:
         self.input_size: int = int(self.meta["model"]["input_size"])
         self.crop_scale: float = float(self.meta.get("crop_scale", LANDMARK_CROP_SCALE))
         self.num_points: int = int(self.meta["model"].get("num_points", 68))
+        #: The landmark conventions the model outputs ("2d", "3d"), in output order.
+        self.conventions: list[str] = conventions_of(self.meta["model"])
         self._session = make_session(self.onnx_path, threads, "ONNX landmark model")
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]
@@ -149,24 +151,43 @@ class OnnxPredictor:
             raise ModelFileError(f"{self.onnx_path}: the model gave {what} (broken weights?)")
         return pts
 
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Points in crop pixels, float32 (N, K, 2), for uint8 crops (N, S, S, 3) or one (S, S, 3)."""
-        c = self._check_crops(crops)
-        if len(c) == 0:
-            return np.zeros((0, self.num_points, 2), np.float32)
-        return np.concatenate([self._decode(y) for y in self._run_chunks(c)])
+    def _select(self, y: np.ndarray, convention: str) -> np.ndarray:
+        try:
+            return select_convention(y, self.meta["model"], convention)
+        except ConventionError as e:
+            raise ConventionError(f"{self.json_path.name}: {e}") from None
 
-    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True
+    def predict_crops(self, crops: np.ndarray, convention: str = "2d") -> np.ndarray:
+        """Points in crop pixels, float32 (N, K, 2), for uint8 crops (N, S, S, 3) or one (S, S, 3);
+        ``convention``: which of the model's landmark sets (``self.conventions``)."""
+        return self.predict_crops_sets(crops, (convention,))[convention]
+
+    def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
+        """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""
+        c = self._check_crops(crops)
+        for name in conventions:
+            self._select(np.zeros((0, 0)), name)  # an unknown convention fails before any work
+        if len(c) == 0:
+            return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}
+        raw = self._run_chunks(c)
+        out = {}
+        for name in conventions:
+            parts = [self._decode(self._select(y, name)) for y in raw]
+            out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return out
+
+    def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:
         """Like :meth:`predict_crops`, and the raw network output beside the points:
         (float32 (N, K, 2) points, the output array, e.g. (N, K, h, w) logits). For scores
         computed from the maps (:mod:`lightmark.core.quality`). ``decode_points=False``: points
         ``None`` (for a caller that decodes the output itself)."""
         c = self._check_crops(crops)
+        self._select(np.zeros((0, 0)), convention)
         if len(c) == 0:
             return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0,), np.float32)
         raw = self._run_chunks(c)
-        out = np.concatenate(raw) if len(raw) > 1 else raw[0]
+        out = self._select(np.concatenate(raw) if len(raw) > 1 else raw[0], convention)
         if not decode_points:
             return None, out
         return self._decode(out), out

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,10 @@ class CropCache:
     """
 
     def __init__(self, dataset: LandmarkDataset, input_size: int, crop_scale: float,
-                 skip_bad: bool = False, log: Callable[[str], None] = print):
+                 skip_bad: bool = False, log: Callable[[str], None] = print,
+                 convention: Optional[str] = None):
+        #: The convention of these labels: the source's override, else the data set kind's.
+        self.convention = convention or dataset.convention
         self.loose_size = int(math.ceil(input_size * LOOSE))
         n = len(dataset)
         self.images = np.zeros((n, self.loose_size, self.loose_size, 3), np.uint8)
@@ -71,6 +74,8 @@ class TrainSet(torch.utils.data.Dataset):
         self.epoch = 0
         self.color = augment.ColorAugment(cfg.augment)
         self.hm_size = cfg.model.heatmap_size
+        # Which of the model's output sets each source trains (its labels' convention).
+        self.output_set = [cfg.model.conventions.index(c.convention) for c in caches]
 
     def epoch_indices(self, epoch: int, n_draws: int) -> np.ndarray:
         rng = np.random.default_rng([self.cfg.train.seed, epoch])
@@ -82,7 +87,8 @@ class TrainSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.p)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(input, target, index of the output set the target is for)."""
         draw, index = key  # the draw number makes the augmentation of a repeated sample differ
         src = int(np.searchsorted(self.offsets, index, side="right") - 1)
         cache, j = self.caches[src], index - self.offsets[src]
@@ -96,8 +102,8 @@ class TrainSet(torch.utils.data.Dataset):
             pts_hm = codec.crop_to_heatmap(pts, self.cfg.model.input_size, self.hm_size)
             target = codec.encode(pts_hm, (self.hm_size, self.hm_size), self.cfg.codec.sigma,
                                     self.cfg.codec.peak)
-            return x, torch.from_numpy(np.asarray(target, np.float32))
-        return x, torch.from_numpy(pts)
+            return x, torch.from_numpy(np.asarray(target, np.float32)), self.output_set[src]
+        return x, torch.from_numpy(pts), self.output_set[src]
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -75,13 +75,38 @@ def validate(cfg: Config, model: torch.nn.Module, val_set: LandmarkDataset, spli
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
+def expand_conventions(state: dict[str, torch.Tensor], start_conventions: list[str],
+                       conventions: list[str], num_points: int) -> dict[str, torch.Tensor]:
+    """``state`` of a model with ``start_conventions`` made to fit one with ``conventions``: the
+    output tensors (first axis ``num_points`` per convention) are re-stacked by name, a convention
+    the start lacks getting a copy of the start's first one (a fine start: the two differ at the
+    jaw mostly)."""
+    if list(start_conventions) == list(conventions):
+        return state
+    k0, k1 = num_points * len(start_conventions), num_points * len(conventions)
+    out = {}
+    for name, t in state.items():
+        if t.ndim >= 1 and t.shape[0] == k0 and ".out" in name:
+            blocks = [t[i * num_points:(i + 1) * num_points] for i in range(len(start_conventions))]
+            t = torch.cat([blocks[start_conventions.index(c)] if c in start_conventions else blocks[0]
+                           for c in conventions])
+            assert t.shape[0] == k1
+        out[name] = t
+    return out
+
+
 def init_parts(model: torch.nn.Module, start: torch.nn.Module, parts: Optional[list[str]],
                where: str) -> None:
     """Copy ``start``'s weights into ``model``: all of them, or only the top-level modules named
-    in ``parts``; a part missing from either model or of another shape is a clear error."""
+    in ``parts``; a part missing from either model or of another shape is a clear error. A start
+    with other landmark conventions has its output layer re-stacked (:func:`expand_conventions`)."""
     if not parts:
+        state = start.state_dict()
+        if hasattr(start, "cfg") and hasattr(model, "cfg"):
+            state = expand_conventions(state, start.cfg.conventions, model.cfg.conventions,
+                                       model.cfg.num_points)
         try:
-            model.load_state_dict(start.state_dict())
+            model.load_state_dict(state)
         except RuntimeError as e:
             raise ValueError(f"train.init_from {where}: its model does not match the config's "
                              f"(set train.init_modules to copy parts only): {str(e)[:300]}") from None
@@ -131,15 +156,19 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
     for src in cfg.train_data:
         ds = require_68(open_dataset(src.path, kind=src.kind, skip_bad=skip_bad, limit=src.limit,
                                      seed=t.seed), "training")
-        caches.append(CropCache(ds, cfg.model.input_size, cfg.crop_scale, skip_bad, say))
+        cache = CropCache(ds, cfg.model.input_size, cfg.crop_scale, skip_bad, say, src.convention)
+        if cache.convention not in cfg.model.conventions:
+            raise ValueError(f"train_data {src.path}: its labels are {cache.convention!r} landmarks, "
+                             f"which model.conventions {cfg.model.conventions} does not output")
+        caches.append(cache)
         weights.append(src.weight)
-        say(f"data {src.path}: {len(caches[-1])} samples, weight {src.weight}")
+        say(f"data {src.path}: {len(cache)} samples ({cache.convention}), weight {src.weight}")
     say(f"cached {sum(len(c) for c in caches)} crops in {time.time() - t0:.0f}s")
     train_set = TrainSet(cfg, caches, weights)
     val_set, val_split = None, "all"
     if cfg.val_data:
         val_set = require_68(open_dataset(cfg.val_data, limit=t.val_limit, seed=t.seed), "validation")
-        val_split = "val" if val_set.kind == "aflw2000" else "all"
+        val_split = t.val_split or ("val" if val_set.kind == "aflw2000" else "all")
     # An epoch is one pass over the mixed data (at least one batch per process), or a fixed count.
     n_draws = (t.steps_per_epoch * t.batch_size * world) if t.steps_per_epoch \
         else max(len(train_set), t.batch_size * world)
@@ -178,7 +207,7 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
         t_epoch, losses, n_images = time.time(), [], 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not is_main,
                    mininterval=10 if not os.isatty(2) else 0.1, leave=False)
-        for x, target in bar:
+        for x, target, output_set in bar:
             lr = lr_at(cfg, epoch, state["step"], total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -186,7 +215,7 @@ def train(cfg: Config, resume: Optional[str] = None, skip_bad: bool = False,
             if teacher:
                 loss = distill_loss(cfg, net(x), target, teacher.points(x), teacher.weight)
             else:
-                loss = compute_loss(cfg, net(x), target)
+                loss = compute_loss(cfg, net(x), target, output_set)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, "
                                          f"step {state['step']} (lower the learning rate?)")

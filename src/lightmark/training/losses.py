@@ -1,6 +1,8 @@
 """Losses: MSE on heatmaps (the original write-up's), L1/MSE on coordinates, and distillation."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -16,9 +18,22 @@ def output_points(head: str, output: torch.Tensor, input_size: int) -> torch.Ten
     return output
 
 
-def compute_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def own_outputs(cfg: Config, output: torch.Tensor, output_set: torch.Tensor) -> torch.Tensor:
+    """Each sample's own ``num_points`` outputs of a several-convention model: a sample trains
+    only the output set its labels' convention defines."""
+    if len(cfg.model.conventions) == 1:
+        return output
+    b, k = output.shape[0], cfg.model.num_points
+    sets = output.reshape(b, len(cfg.model.conventions), k, *output.shape[2:])
+    return sets[torch.arange(b, device=output.device), output_set.to(output.device).long()]
+
+
+def compute_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor,
+                 output_set: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MSE on heatmaps (the original write-up's) or L1/MSE on coordinates normalised by the input size."""
     head, s = cfg.model.head, cfg.model.input_size
+    if output_set is not None:
+        output = own_outputs(cfg, output, output_set)
     if head == "heatmap":
         if cfg.train.loss != "mse":
             raise ValueError(f"the heatmap head trains with loss 'mse', not {cfg.train.loss!r}")

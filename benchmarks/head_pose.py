@@ -5,7 +5,7 @@ Angles are compared with each face's ``Pose_Para`` (AFLW2000-3D's own labels, th
 data set was made with). Three sources of points:
 
   (a) the ground-truth ``pt3d_68`` x, y (AFLW2000-3D's 3D-convention points);
-  (b) the bundled model's points on the ground-truth landmark box
+  (b) the model's points on the ground-truth landmark box (its 3D-convention set when it has one)
       (``Landmarker().predict(img, box, box_kind="landmarks")``, box = tight box around (a));
   (c) end to end: ``Landmarker().predict_all(img)``, the face whose detector box overlaps the
       ground-truth landmark box most (IoU >= 0.3, ``lightmark.evaluate``'s rule); a face without
@@ -40,6 +40,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -66,7 +67,12 @@ def summary(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict:
             "geodesic": float(geodesic_deg(pred[mask], gt[mask]).mean())}
 
 
-def collect(data: Path, progress: bool) -> dict:
+def pose_convention(lm) -> str:
+    """The model's 3D-convention points when it has them (the mean face is 3D), else its 2d."""
+    return "3d" if "3d" in lm.conventions else "2d"
+
+
+def collect(data: Path, progress: bool, model: Optional[str] = None) -> dict:
     """Points of the three sources and the labels for every face of ``data``."""
     from lightmark import Landmarker
     from lightmark.data.readers import open_dataset
@@ -76,7 +82,8 @@ def collect(data: Path, progress: bool) -> dict:
     ds = open_dataset(data)
     if ds.kind != "aflw2000":
         raise SystemExit(f"{data}: expected an AFLW2000-3D folder, got kind {ds.kind!r}")
-    lm = Landmarker()
+    lm = Landmarker(model=model)
+    conv = pose_convention(lm)
     out: dict = {"names": [], "labels": [], "shape": [], "a": [], "b": [], "c": []}
     for i in range(len(ds)):
         s = ds[i]
@@ -86,12 +93,14 @@ def collect(data: Path, progress: bool) -> dict:
         out["labels"].append([s.meta["yaw_deg"], s.meta["pitch_deg"], s.meta["roll_deg"]])
         out["shape"].append(s.image.shape)
         out["a"].append(gt)
-        out["b"].append(lm.predict(s.image, box, box_kind="landmarks"))
+        out["b"].append(lm.predict(s.image, box, box_kind="landmarks", convention=conv))
         faces = lm.predict_all(s.image)
         dets = np.array([np.r_[f.box, f.score] for f in faces]).reshape(-1, 5)
         d = match_detection(dets, box, 0.3)
         hit = None if d is None else next(f for f in faces if np.array_equal(np.r_[f.box, f.score], d))
-        out["c"].append(np.full((68, 2), np.nan) if hit is None else hit.points)
+        # the points Face.pose is fitted to: points_3d when the model has them
+        out["c"].append(np.full((68, 2), np.nan) if hit is None else
+                        hit.points if hit.points_3d is None else hit.points_3d)
         if progress and (i + 1) % 50 == 0:
             print(f"  {i + 1}/{len(ds)} images", file=sys.stderr)
     return {k: (np.array(v) if k != "names" else v) for k, v in out.items()}
@@ -157,7 +166,7 @@ def ablation(d: dict, keep: np.ndarray) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def aflw21(folder: Path, n: int) -> None:
+def aflw21(folder: Path, n: int, model: Optional[str] = None) -> None:
     """The model's fitted yaw on aflw_21pt faces (detector + landmarks), by labelled |yaw|."""
     import csv
 
@@ -167,7 +176,7 @@ def aflw21(folder: Path, n: int) -> None:
     with open(folder / "aflw21.csv", newline="") as f:
         rows = list(csv.reader(f))[1:]
     pick = np.sort(np.random.default_rng(0).choice(len(rows), size=min(n, len(rows)), replace=False))
-    lm = Landmarker()
+    lm = Landmarker(model=model)
     fitted, labels, missed = [], [], 0
     for i in pick:
         img = load_image(folder / "images" / rows[i][0])
@@ -177,7 +186,7 @@ def aflw21(folder: Path, n: int) -> None:
             continue
         # one face per crop: take the largest detection
         face = max(faces, key=lambda f: float(np.prod(f.box[2:] - f.box[:2])))
-        fitted.append(pose.head_pose(face.points, img.shape)[0])
+        fitted.append(face.pose[0])
         labels.append(float(rows[i][1]))
     fitted, labels = np.array(fitted), np.array(labels)
     print(f"\n### Model's yaw on aflw_21pt ({len(pick)} seeded faces, {missed} without a detection)\n")
@@ -219,11 +228,12 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true", help="also compare other point sets and cameras")
     ap.add_argument("--aflw21", type=Path, help="aflw_21pt folder: the model's yaw on AFLW's yaw labels")
     ap.add_argument("--aflw21-n", type=int, default=1500, help="faces drawn from --aflw21 (seed 0)")
+    ap.add_argument("--model", help="a model file (default: the bundled model)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
 
     t0 = time.time()
-    d = collect(args.data, not args.quiet)
+    d = collect(args.data, not args.quiet, args.model)
     labels = d["labels"]
     keep = np.ones(len(labels), bool) if args.all else (np.abs(labels) <= 99).all(axis=1)
     shape = tuple(d["shape"][0])
@@ -269,7 +279,7 @@ def main() -> None:
     if args.ablation:
         ablation(d, keep)
     if args.aflw21:
-        aflw21(args.aflw21, args.aflw21_n)
+        aflw21(args.aflw21, args.aflw21_n, args.model)
     if args.json:
         args.json.write_text(json.dumps({"data": str(args.data), "all": args.all, "rows": rows,
                                          "yaw_bins": bins, "speed": speed}, indent=1) + "\n")

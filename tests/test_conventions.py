@@ -165,3 +165,21 @@ def test_training_mixes_conventions(tiny_faces: Path, tmp_path: Path, shared_dat
     with pytest.raises(ValueError, match="'3d' landmarks, which model.conventions"):
         train(dataclasses.replace(cfg, model=tiny(), train_data=[DataSource(path=str(shared_aflw))],
                                   val_data=None, out_dir=str(tmp_path / "r2")), log=lines.append)
+
+
+def test_evaluate_the_predict_all_pipeline(tiny_faces: Path) -> None:
+    from lightmark.api import Landmarker
+    from lightmark.evaluate import EvaluationError, evaluate
+
+    lm = Landmarker()
+    r = evaluate(lm.predictor, str(tiny_faces), box_source="predict_all", detector=lm, progress=False)
+    found = [row for row in r["per_image"] if not row["missed"]]
+    assert r["box_source"] == "predict_all" and found and all(row["detection"] for row in found)
+    # the points are predict_all's own (detector, mapping, refinement), matched by IoU
+    sample_name = found[0]["file"]
+    from lightmark.core.imaging import load_image
+
+    faces = lm.predict_all(load_image(tiny_faces / sample_name))
+    assert any(np.allclose([*f.box, f.score], found[0]["detection"], atol=0.01) for f in faces)
+    with pytest.raises(EvaluationError, match="needs a Landmarker"):
+        evaluate(lm.predictor, str(tiny_faces), box_source="predict_all", progress=False)

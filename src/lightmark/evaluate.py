@@ -16,6 +16,10 @@ Face boxes (``box_source``):
   infinite, so it is a failure at every threshold and adds 0 to the AUC; it is left out of the mean
   NME (which then describes the faces found), counted in ``summary.n_missed``, and written in the
   per-image list with ``"missed": true`` and null errors.
+* ``"predict_all"``: the whole photo pipeline, as users run it: ``detector`` is a
+  :class:`~lightmark.api.Landmarker` (detector, mapped crop, refinement) whose
+  ``predict_all(image, convention=...)`` faces are matched to the label by the same IoU rule;
+  misses count as above. ``predictor`` is then only asked which conventions it has.
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ from lightmark.core.types import Detector, Predictor
 from lightmark.core.errors import ConventionError, EvaluationError
 
 PathLike = Union[str, Path]
-BOX_SOURCES = ("gt", "detector")
+#: "gt": the tight box of the labels; "detector": the detector's box through its mapping, one pass;
+#: "predict_all": the whole pipeline of a Landmarker (detector, mapping, refinement).
+BOX_SOURCES = ("gt", "detector", "predict_all")
 
 #: The CED plot covers NME up to this fraction.
 PLOT_THRESHOLD = 0.10
@@ -91,6 +97,8 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
 
     if box_source not in BOX_SOURCES:
         raise EvaluationError(f"unknown box_source {box_source!r}; expected one of {BOX_SOURCES}")
+    if box_source == "predict_all" and not callable(getattr(detector, "predict_all", None)):
+        raise EvaluationError("box_source='predict_all' needs a Landmarker as the detector")
     if box_source == "detector":
         if detector is None or not callable(getattr(detector, "detect", None)):
             raise EvaluationError("box_source='detector' needs a detector with a detect(image) method")
@@ -149,6 +157,14 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
             crops, mats = geometry.crops_from_boxes(sample.image, lm_box[None], size,
                                                     scale=float(predictor.crop_scale))
             det_boxes.append(None)
+        elif box_source == "predict_all":
+            faces = detector.predict_all(sample.image, convention=convention)
+            rows = np.array([np.r_[f.box, f.score] for f in faces], np.float64).reshape(-1, 5)
+            d = match_detection(rows, lm_box, min_iou)
+            det_boxes.append(None if d is None else [round(float(v), 2) for v in d])
+            if d is not None:
+                pred[i] = faces[int(np.flatnonzero((rows == d).all(axis=1))[0])].points
+            continue
         else:
             d = match_detection(detector.detect(sample.image), lm_box, min_iou)
             det_boxes.append(None if d is None else [round(float(v), 2) for v in d])
@@ -176,7 +192,7 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
         }
         if yaw[i] is not None:
             row["yaw_deg"] = round(yaw[i], 3)
-        if box_source == "detector":
+        if box_source != "gt":
             row["detection"] = det_boxes[i]
         if store_points and not missed:
             row["points"] = np.round(pred[i], 2).tolist()

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="all", choices=["all", "val", "test"],
                     help="AFLW2000-3D protocol split (10%%/90%%, by a seeded hash of file names)")
     sp.add_argument("--seed", type=int, default=0, help="split seed")
-    sp.add_argument("--boxes", default="gt", choices=["gt", "detector"],
-                    help="face boxes from ground-truth landmarks or from the bundled detector")
+    sp.add_argument("--boxes", default="gt", choices=["gt", "detector", "predict_all"],
+                    help="face boxes from ground-truth landmarks, from the bundled detector (one "
+                         "pass), or the whole predict_all pipeline (detector + refinement)")
     sp.add_argument("--convention", choices=["2d", "3d"],
                     help="landmark set to score (default: the data set's: 3d for AFLW2000-3D and "
                          "FaceSynthetics, 2d for 300W folders and CSV tables)")

@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
 
 from lightmark.cli.common import print_json
 from lightmark.core.errors import CliError
@@ -57,17 +56,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predictor(model: Optional[str], backend: str, threads: int) -> Any:
-    from lightmark.api import Landmarker
-
-    return Landmarker(model=model, backend=backend, threads=threads).predictor
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lightmark.evaluate import evaluate, write_report
 
-    predictor = _predictor(args.model, args.backend, args.threads)
-    detector = None
+    from lightmark.api import Landmarker
+
+    landmarker = Landmarker(model=args.model, backend=args.backend, threads=args.threads)
+    predictor = landmarker.predictor
+    detector = landmarker if args.boxes == "predict_all" else None
     if args.boxes == "detector":
         from lightmark.runtime.detector import FaceDetector
 

@@ -183,3 +183,15 @@ def test_evaluate_the_predict_all_pipeline(tiny_faces: Path) -> None:
     assert any(np.allclose([*f.box, f.score], found[0]["detection"], atol=0.01) for f in faces)
     with pytest.raises(EvaluationError, match="needs a Landmarker"):
         evaluate(lm.predictor, str(tiny_faces), box_source="predict_all", progress=False)
+
+
+def test_baseline_table_shows_the_balanced_nme_of_aflw2000() -> None:
+    from lightmark.training.experiments import format_table
+
+    rows = [{"row": "r", "n_train": 10, "epochs": 1,
+             "aflw": {"nme_box": 5.0, "nme_io": 9.0, "nme_box_balanced": 6.5},
+             "afw": {"nme_box": 3.0, "nme_io": 5.0, "nme_box_balanced": None}}]
+    table = format_table(rows, ["aflw", "afw"]).splitlines()
+    assert "aflw NME_box balanced %" in table[0] and "afw NME_box balanced" not in table[0]
+    assert table[2] == "| r | 10 | 1 | 5.00 | 9.00 | 6.50 | 3.00 | 5.00 |"
+    assert table[1].count("---") == 8

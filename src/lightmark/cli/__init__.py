@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", help="training folder (default: the config's first train_data)")
     sp.add_argument("--eval", dest="eval_data", action="append",
                     help="evaluation folder(s) (default: the config's val_data and AFW)")
+    sp.add_argument("--eval-split", default="auto", choices=["auto", "all"],
+                    help="auto: the protocol's test part of a whole AFLW2000-3D folder, all of any "
+                         "other; all: every face (for aflw2000_val, the validation part itself)")
     sp.add_argument("--epochs", type=int, default=3, help="epochs per row (the original write-up used 25)")
     sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--out", default="runs/baseline_table")

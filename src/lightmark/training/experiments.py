@@ -43,8 +43,9 @@ def row_config(base: Config, fraction: float, augmentation: str, n_train: int, e
 
 
 def baseline_table(base: Config, data: list[str], eval_data: list[str], epochs: int,
-               out: Path, log: Any = print) -> list[dict]:
-    """Train and evaluate the four rows; returns one dict per row."""
+               out: Path, log: Any = print, eval_split: str = "auto") -> list[dict]:
+    """Train and evaluate the four rows; returns one dict per row. ``eval_split="auto"`` scores
+    the protocol's test part of an AFLW2000-3D folder and all of any other; ``"all"``: all."""
     from lightmark.data.readers import open_dataset
     from lightmark.evaluate import evaluate
     from lightmark.models import TorchPredictor, load_model
@@ -62,23 +63,29 @@ def baseline_table(base: Config, data: list[str], eval_data: list[str], epochs: 
                                "epochs": epochs, "final_loss": state["history"][-1]["loss"]}
         for folder in eval_data:
             ds = open_dataset(folder)
-            split = "test" if ds.kind == "aflw2000" else "all"
+            split = "test" if ds.kind == "aflw2000" and eval_split == "auto" else "all"
             s = evaluate(predictor, ds, split=split, progress=False)["summary"]
             row[Path(folder).name] = {"split": split, "n": s["n"], "nme_box": s["nme_box"],
-                                      "nme_io": s["nme_io"]}
+                                      "nme_io": s["nme_io"],
+                                      "nme_box_balanced": s.get("nme_box_yaw_balanced")}
         rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict], eval_names: list[str]) -> str:
+    # AFLW2000-3D folders also get the yaw-balanced NME_box (the mean of the three bins).
+    balanced = [n for n in eval_names if rows and rows[0][n].get("nme_box_balanced") is not None]
     head = "| row | train samples | epochs | " + " | ".join(
-        f"{n} NME_box % | {n} NME_io %" for n in eval_names) + " |"
-    sep = "|" + "---|" * (3 + 2 * len(eval_names))
+        f"{n} NME_box % | {n} NME_io %" + (f" | {n} NME_box balanced %" if n in balanced else "")
+        for n in eval_names) + " |"
+    sep = "|" + "---|" * (3 + 2 * len(eval_names) + len(balanced))
     lines = [head, sep]
     for r in rows:
         cells = [r["row"], str(r["n_train"]), str(r["epochs"])]
         for n in eval_names:
             cells += [f"{r[n]['nme_box']:.2f}", f"{r[n]['nme_io']:.2f}"]
+            if n in balanced:
+                cells.append(f"{r[n]['nme_box_balanced']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -93,7 +100,8 @@ def baseline_table_main(args: argparse.Namespace) -> int:
                                               if p and Path(p).exists()]
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
-    rows = baseline_table(base, data, eval_data, args.epochs, Path(args.out))
+    rows = baseline_table(base, data, eval_data, args.epochs, Path(args.out),
+                          eval_split=args.eval_split)
     names = [Path(p).name for p in eval_data]
     table = format_table(rows, names)
     print(table)

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
              "Reproduce the original write-up's four-row augmentation table (alias: seed-table).",
              aliases=["seed-table"])
     sp.add_argument("--config", default="configs/baseline.yaml")
-    sp.add_argument("--data", help="training folder (default: the config's first train_data)")
+    sp.add_argument("--data", action="append",
+                    help="a training folder, repeatable (default: the config's train_data)")
     sp.add_argument("--eval", dest="eval_data", action="append",
                     help="evaluation folder(s) (default: the config's val_data and AFW)")
     sp.add_argument("--eval-split", default="auto", choices=["auto", "all"],

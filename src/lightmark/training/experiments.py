@@ -95,7 +95,7 @@ def baseline_table_main(args: argparse.Namespace) -> int:
     from lightmark.core.config import apply_overrides
 
     base = apply_overrides(load_config(args.config), args.overrides)
-    data = [args.data] if args.data else [s.path for s in base.train_data]
+    data = list(args.data) if args.data else [s.path for s in base.train_data]
     eval_data: list[str] = args.eval_data or [p for p in (base.val_data, str(data_root() / "300w" / "afw"))
                                               if p and Path(p).exists()]
     if args.epochs < 1:

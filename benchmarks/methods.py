@@ -72,6 +72,17 @@ class LightmarkPeer:
 
     def __init__(self, lm_torch: Any, lm_onnx: Any, files: ModelFiles) -> None:
         self.torch, self.onnx, self.files = lm_torch, lm_onnx, files
+        #: The landmark set every method asks for: set per data set (its kind's convention when
+        #: the model has it, else 2d) by the caller before the accuracy pass.
+        self.convention = "2d"
+
+    def use_convention_of(self, dataset_path: Path) -> str:
+        """Ask for ``dataset_path``'s convention from now on, when the model has it; returns it."""
+        from lightmark.data.readers import open_dataset
+
+        wanted = open_dataset(dataset_path, limit=1).convention
+        self.convention = wanted if wanted in self.onnx.conventions else "2d"
+        return self.convention
 
     @classmethod
     def load(cls, model: Path, onnx: Optional[Path], tmp: Path, show: bool) -> "LightmarkPeer":
@@ -114,10 +125,9 @@ class LightmarkPeer:
                 "json_onnx_sha256_matches": onnx_meta.get("onnx_sha256") == onnx_sha,
                 "params": cost["params"], "macs": cost["macs"], "float32_mb": cost["float32_mb"]}
 
-    @staticmethod
-    def detector_face(lm: Any, image: np.ndarray, lm_box: np.ndarray) -> Points:
+    def detector_face(self, lm: Any, image: np.ndarray, lm_box: np.ndarray) -> Points:
         """``predict_all``; the face whose detector box is the labelled face's."""
-        faces = lm.predict_all(image)
+        faces = lm.predict_all(image, convention=self.convention)
         if not faces:
             return None
         dets = np.array([np.r_[f.box, f.score] for f in faces], np.float64)
@@ -149,9 +159,9 @@ class LightmarkPeer:
         t, o = self.torch, self.onnx
         return [
             Method("lightmark-torch/gt", "lightmark (torch)", gt,
-                   lambda im, b: t.predict(im, b, box_kind="landmarks")),
+                   lambda im, b: t.predict(im, b, box_kind="landmarks", convention=self.convention)),
             Method("lightmark-onnx/gt", "lightmark (onnxruntime)", gt,
-                   lambda im, b: o.predict(im, b, box_kind="landmarks")),
+                   lambda im, b: o.predict(im, b, box_kind="landmarks", convention=self.convention)),
             Method("lightmark-torch/detector", "lightmark (torch)", det,
                    lambda im, b: self.detector_face(t, im, b)),
             Method("lightmark-onnx/detector", "lightmark (onnxruntime)", det,

@@ -102,8 +102,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     accuracy = {}
     for key, _, _ in DATASETS:
         if getattr(args, key):
+            convention = lm.use_convention_of(Path(getattr(args, key)))
             summaries, info = run_accuracy(methods, dlib, Path(getattr(args, key)), show, args.limit)
-            accuracy[key] = {"data": info, "summary": summaries}
+            accuracy[key] = {"data": dict(info, lightmark_convention=convention), "summary": summaries}
     check = cross_check(lm.onnx, Path(args.afw), args.limit)
     mine = accuracy["afw"]["summary"]["lightmark-onnx/gt"]
     if abs(check["nme_io"] - mine["nme_io"]) > 1e-3:
@@ -126,8 +127,9 @@ NOTES = [
     "never trains on AFW (its validation set); some of lightmark's training labels (utkface_dlib68) "
     "are dlib's own predictions. The mediapipe map was fitted on HELEN train only.",
     "AFLW2000-3D labels are projected 3D points (the jaw follows the 3D contour, not the visible one), "
-    "a different markup convention from 300W that penalises every method here; aflw2000_sample has "
-    "only 4 images (anecdotal), aflw2000_val 200.",
+    "a different markup convention from 300W that penalises every 2d method here; a lightmark model "
+    "with a 3d output set is scored on it there (the data's own convention), dlib and mediapipe's "
+    "fitted map give 2d points; aflw2000_sample has only 4 images (anecdotal), aflw2000_val 200.",
     "Detections are matched to the labelled face by IoU >= 0.3 with its landmark box; a miss gets no "
     "prediction (left out of the mean NME, a failure in FR and AUC).",
     "lightmark's detector rows use the API default: the first answer's own landmark box is cropped "

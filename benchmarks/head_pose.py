@@ -84,7 +84,7 @@ def collect(data: Path, progress: bool, model: Optional[str] = None) -> dict:
         raise SystemExit(f"{data}: expected an AFLW2000-3D folder, got kind {ds.kind!r}")
     lm = Landmarker(model=model)
     conv = pose_convention(lm)
-    out: dict = {"names": [], "labels": [], "shape": [], "a": [], "b": [], "c": []}
+    out: dict = {"names": [], "labels": [], "shape": [], "a": [], "b": [], "c": [], "convention": conv}
     for i in range(len(ds)):
         s = ds[i]
         gt = s.points.astype(np.float64)
@@ -103,7 +103,7 @@ def collect(data: Path, progress: bool, model: Optional[str] = None) -> dict:
                         hit.points if hit.points_3d is None else hit.points_3d)
         if progress and (i + 1) % 50 == 0:
             print(f"  {i + 1}/{len(ds)} images", file=sys.stderr)
-    return {k: (np.array(v) if k != "names" else v) for k, v in out.items()}
+    return {k: (np.array(v) if k not in ("names", "convention") else v) for k, v in out.items()}
 
 
 POINT_SETS = {
@@ -119,13 +119,13 @@ POINT_SETS = {
 
 def with_points(idx: np.ndarray, points: np.ndarray, shape: tuple) -> np.ndarray:
     """head_pose_batch with another point set: the same solver, its constants recomputed."""
-    saved = pose.POSE_POINTS
+    saved = dict(pose.POSE_POINTS)
     try:
-        pose.POSE_POINTS = idx
+        pose.POSE_POINTS["2d"] = idx
         pose._constants.cache_clear()
-        return pose.head_pose_batch(points, shape)
+        return pose.head_pose_batch(points, shape, "2d")
     finally:
-        pose.POSE_POINTS = saved
+        pose.POSE_POINTS.update(saved)
         pose._constants.cache_clear()
 
 
@@ -150,11 +150,15 @@ def ablation(d: dict, keep: np.ndarray) -> None:
     print("\n### Method selection (same faces; mean absolute error yaw / pitch / roll, **mean**)\n")
     print("| fit | (a) ground-truth points | (b) model, GT box | (c) model, detector |")
     print("|---|---|---|---|")
-    chosen = next(n for n, i in POINT_SETS.items() if np.array_equal(i, pose.POSE_POINTS))
-    variants = [(f"orthographic, {name}" + (" **(head_pose)**" if name == chosen else ""),
+    def used_by(idx: np.ndarray) -> str:
+        names = [c for c, i in pose.POSE_POINTS.items() if np.array_equal(i, idx)]
+        return f" **(head_pose, {' and '.join(names)} points)**" if names else ""
+
+    chosen = next(n for n, i in POINT_SETS.items() if np.array_equal(i, pose.POSE_POINTS["2d"]))
+    variants = [(f"orthographic, {name}" + used_by(idx),
                  lambda p, idx=idx: with_points(idx, p, shape)) for name, idx in POINT_SETS.items()]
-    variants += [(f"solvePnP f = {k} x width, {chosen}", lambda p, k=k: pnp(p, shape, k, pose.POSE_POINTS))
-                 for k in (1, 3, 10)]
+    variants += [(f"solvePnP f = {k} x width, {chosen}",
+                  lambda p, k=k: pnp(p, shape, k, pose.POSE_POINTS["2d"])) for k in (1, 3, 10)]
     for name, fn in variants:
         cells = []
         for key in "abc":
@@ -238,15 +242,17 @@ def main() -> None:
     keep = np.ones(len(labels), bool) if args.all else (np.abs(labels) <= 99).all(axis=1)
     shape = tuple(d["shape"][0])
     rows, bins = {}, {}
-    names = {"a": "(a) ground-truth pt3d_68 x, y", "b": "(b) model, ground-truth landmark box",
-             "c": "(c) model, predict_all (detector)"}
+    names = {"a": "(a) ground-truth pt3d_68 x, y (3d)",
+             "b": f"(b) model ({d['convention']} points), ground-truth landmark box",
+             "c": f"(c) model ({d['convention']} points), predict_all (detector)"}
     for key in "abc":
         pts = d[key]
         found = ~np.isnan(pts[:, 0, 0])
         pred = np.full((len(pts), 3), np.nan)
         # one image size per call: AFLW2000-3D images are all 450x450, but do not rely on it
+        convention = "3d" if key == "a" else d["convention"]  # pt3d_68 are 3D-convention points
         for i in np.flatnonzero(found):
-            pred[i] = pose.head_pose(pts[i], tuple(d["shape"][i]))
+            pred[i] = pose.head_pose(pts[i], tuple(d["shape"][i]), convention)
         m = keep & found
         rows[key] = summary(pred, labels, m)
         rows[key]["missed"] = int((keep & ~found).sum())

@@ -112,7 +112,7 @@ def test_landmarker_convention_keyword_and_pose_points(tmp_path: Path) -> None:
     assert faces, "the bundled detector finds the example photo's faces"
     for f in faces:
         assert f.points_3d is not None and f.points_3d.shape == (68, 2)
-        np.testing.assert_allclose(f.pose, head_pose_batch(f.points_3d[None], (1, 1))[0])
+        np.testing.assert_allclose(f.pose, head_pose_batch(f.points_3d[None], (1, 1), "3d")[0])
     faces3 = lm.predict_all(image, convention="3d")
     assert all(f.points_3d is None for f in faces3)  # the points are the 3d ones already
     np.testing.assert_allclose(faces3[0].points, faces[0].points_3d, atol=1e-4)

@@ -254,7 +254,7 @@ class Landmarker:
         points, points_3d = self._predict_groups(good, [d[:, :4].astype(np.float64) for d in dets],
                                                  "face", convention, with_3d=True)
         faces = iter([[Face(box=d[:4].astype(np.float32), score=float(d[4]), points=p,
-                            points_3d=None if p3 is None else p3[j])
+                            convention=convention, points_3d=None if p3 is None else p3[j])
                        for j, (d, p) in enumerate(zip(ds, pts))]
                       for ds, pts, p3 in zip(dets, points, points_3d)])
         return [next(faces) if k not in failed else ([] if on_error == "skip" else failed[k])

@@ -243,6 +243,7 @@ class FaceTracker:
                 tr.shown = tr.filter(tr.points, t, scale=_face_size(tr.points))
             faces.append(Face(box=geometry.landmark_box(tr.shown).astype(np.float32),
                               score=tr.score, points=tr.shown.astype(np.float32), track_id=tr.id,
+                              convention=self.convention,
                               quality=tr.quality))
         self._frame += 1
         self._last_t = t

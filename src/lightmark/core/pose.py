@@ -14,13 +14,13 @@ image point = ``scale * (R X)[x, -y] + translation``. No focal length is needed,
 ``image_shape`` serves only to check the input (it stays in the signature so that a perspective
 camera could be added without changing callers).
 
-Points used: the chin (8), the nose (27-35), the eyes (36-47) and the outer lip contour (48-59).
-Left out: jaw points 0-16 but the chin, because lightmark's model predicts the 300W convention,
-where they follow the visible contour, not fixed 3D points (on a turned face they slide across
-the cheek; the chin sits on the midline in both conventions); the brows (17-26) and the inner
-lips (60-67), because they move with expression more than the rest. On AFLW2000-3D's validation
-faces this set gave the lowest error from the model's points of the sets tried, with one tie (the
-table in docs/POSE_AND_ALIGN.md); with AFLW2000-3D's own, 3D-fitted points the brows would help.
+Points used, by the points' landmark convention (``convention=``): for ``"3d"`` points (projected
+3D points, every one a fixed point of the face) all 68. For ``"2d"`` points (300W's) the chin (8),
+the nose (27-35), the eyes (36-47) and the outer lip contour (48-59): jaw points 0-16 but the chin
+follow the visible contour there, not fixed 3D points (on a turned face they slide across the
+cheek; the chin sits on the midline in both conventions), and the brows (17-26) and inner lips
+(60-67) move with expression more than the rest. Each set gave the lowest error of the sets tried
+from a model's points of its convention on AFLW2000-3D's validation faces (docs/POSE_AND_ALIGN.md).
 
 Fit: the least-squares reprojection error over rotation, scale and translation. Translation and
 scale are solved in closed form for a given rotation, so the cost depends on the rotation only
@@ -42,8 +42,8 @@ from lightmark.core.errors import PoseError
 
 MEAN_FACE_PATH = Path(__file__).resolve().parents[1] / "assets" / "mean_face68.json"
 
-#: Indices of the points the fit uses: chin, nose, eyes, outer lips (see above).
-POSE_POINTS = np.r_[8, 27:60]
+#: Indices of the points the fit uses, by the points' landmark convention (see above).
+POSE_POINTS: dict[str, np.ndarray] = {"2d": np.r_[8, 27:60], "3d": np.arange(68)}
 #: Newton iterations at most, step limit (radians) and the step size that ends the iteration.
 MAX_ITERS = 20
 MAX_STEP = 0.3
@@ -118,13 +118,14 @@ def project(points3d: np.ndarray, rotation: np.ndarray, scale: float,
 # public entry points
 
 
-def head_pose(points: Any, image_shape: Sequence[int]) -> np.ndarray:
+def head_pose(points: Any, image_shape: Sequence[int], convention: str = "2d") -> np.ndarray:
     """(yaw, pitch, roll) in degrees, float64 (3,), of one face's (68, 2) points (0-based image
     pixels, as :meth:`lightmark.Landmarker.predict` returns them) in an image of ``image_shape``
-    ((H, W) or (H, W, C), e.g. ``image.shape``). Raises :class:`PoseError` on bad input."""
+    ((H, W) or (H, W, C), e.g. ``image.shape``); ``convention``: the points' (``"2d"``, ``"3d"``:
+    which of them the fit trusts). Raises :class:`PoseError` on bad input."""
     p = _check_points(points, batch=False)
     _check_image_shape(image_shape)
-    r, _, _ = _fit_one(p)
+    r, _, _ = _fit_one(p, _check_convention(convention))
     # The Euler angles of euler_angles(), on floats (numpy's per-call cost would dominate).
     yaw = math.asin(max(-1.0, min(1.0, -r[2])))
     pitch = math.atan2(r[5], r[8])
@@ -132,29 +133,31 @@ def head_pose(points: Any, image_shape: Sequence[int]) -> np.ndarray:
     return np.degrees(np.array([yaw, pitch, roll]))
 
 
-def head_pose_batch(points: Any, image_shape: Sequence[int]) -> np.ndarray:
+def head_pose_batch(points: Any, image_shape: Sequence[int], convention: str = "2d") -> np.ndarray:
     """:func:`head_pose` for (N, 68, 2) points of faces in images of one ``image_shape`` (the
     frames of a video): float64 (N, 3), vectorised over the faces. Each face's answer is the one
     :func:`head_pose` gives (to rounding: the batch runs numpy's sin/cos, one face Python's)."""
     p = _check_points(points, batch=True)
     _check_image_shape(image_shape)
+    convention = _check_convention(convention)
     if len(p) == 0:
         return np.zeros((0, 3))
-    return euler_angles(_fit_many(p)[0])
+    return euler_angles(_fit_many(p, convention)[0])
 
 
-def fit_head_pose(points: Any, image_shape: Sequence[int]) -> PoseFit:
+def fit_head_pose(points: Any, image_shape: Sequence[int], convention: str = "2d") -> PoseFit:
     """The whole fit for one face: angles, rotation, scale, translation and residual."""
     p = _check_points(points, batch=False)
     _check_image_shape(image_shape)
-    r_list, num, den = _fit_one(p)
+    idx = POSE_POINTS[_check_convention(convention)]
+    r_list, num, den = _fit_one(p, convention)
     r = np.array(r_list, dtype=np.float64).reshape(3, 3)
     s = float(num / den)
-    _, mean, _, _, _ = _constants()
-    q_mean = p[POSE_POINTS].mean(axis=0)
+    _, mean, _, _, _ = _constants(convention)
+    q_mean = p[idx].mean(axis=0)
     # fitting coordinates (x, -y): q = s (R X)[:2] + t_q; in the image t = mean - s (R mean)[x, -y]
     t = q_mean - s * np.array([1.0, -1.0]) * (r @ mean)[:2]
-    res = project(load_mean_face()[POSE_POINTS], r, s, t) - p[POSE_POINTS]
+    res = project(load_mean_face()[idx], r, s, t) - p[idx]
     return PoseFit(angles=euler_angles(r), rotation=r, scale=s, translation=t,
                    rms_px=float(np.sqrt((res ** 2).sum(axis=1).mean())))
 
@@ -171,11 +174,17 @@ def fit_head_pose(points: Any, image_shape: Sequence[int]) -> PoseFit:
 # per-call numpy overhead) and on numpy arrays of shape (N,) (a batch).
 
 
-@functools.lru_cache(maxsize=1)
-def _constants() -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...], tuple[float, ...]]:
+def _check_convention(convention: str) -> str:
+    if convention not in POSE_POINTS:
+        raise PoseError(f"convention must be one of {sorted(POSE_POINTS)}, got {convention!r}")
+    return convention
+
+
+@functools.lru_cache(maxsize=4)
+def _constants(convention: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...], tuple[float, ...]]:
     """(centred fitted points of the mean face Xc (n, 3), their mean (3,), Xc^T / n (3, n),
-    C0 as 9 floats, C0^-1 as 9 floats), computed once."""
-    x = load_mean_face()[POSE_POINTS]
+    C0 as 9 floats, C0^-1 as 9 floats), computed once per convention's point set."""
+    x = load_mean_face()[POSE_POINTS[convention]]
     mean = x.mean(axis=0)
     xc = x - mean
     c0 = xc.T @ xc / len(xc)
@@ -183,18 +192,18 @@ def _constants() -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...],
             tuple(np.linalg.inv(c0).ravel().tolist()))
 
 
-def _fit_one(p: np.ndarray) -> tuple[list, float, float]:
+def _fit_one(p: np.ndarray, convention: str) -> tuple[list, float, float]:
     """One face (68, 2): (R's 9 entries row-major, num, den); scale = num / den."""
-    _, _, xt, c0, c0i = _constants()
-    b00, b01, b10, b11, b20, b21 = (xt @ p[POSE_POINTS]).ravel().tolist()
+    _, _, xt, c0, c0i = _constants(convention)
+    b00, b01, b10, b11, b20, b21 = (xt @ p[POSE_POINTS[convention]]).ravel().tolist()
     # fitting coordinates are (x, -y): flip the sign of B's second column
     return _solve([b00, -b01, b10, -b11, b20, -b21], c0, c0i, _SCALAR)
 
 
-def _fit_many(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit_many(points: np.ndarray, convention: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Faces (N, 68, 2): rotations (N, 3, 3), scales (N,) and image translations (N, 2)."""
-    _, mean, xt, c0, c0i = _constants()
-    sel = points[:, POSE_POINTS]
+    _, mean, xt, c0, c0i = _constants(convention)
+    sel = points[:, POSE_POINTS[convention]]
     b = np.einsum("in,bnj->bij", xt, sel) * np.array([1.0, -1.0])  # (N, 3, 2)
     r, num, den = _solve(list(b.reshape(-1, 6).T), c0, c0i, _ARRAY)
     rot = np.stack(r, axis=1).reshape(-1, 3, 3)

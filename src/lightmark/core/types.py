@@ -22,8 +22,9 @@ class Face:
 
     From :meth:`Landmarker.track` also ``track_id`` (stable over frames) and ``quality`` (in
     (0, 1), :mod:`lightmark.core.quality`); there ``box`` is the tight box around the points.
-    ``points_3d``: the same face's 3D-convention points when the model has them and ``points`` are
-    another convention's (else ``None``); the pose is fitted to them, as the mean face is 3D.
+    ``convention``: the landmark convention of ``points`` (``"2d"`` or ``"3d"``). ``points_3d``:
+    the same face's 3D-convention points when the model has them and ``points`` are another
+    convention's (else ``None``); the pose is fitted to 3D-convention points when there are any.
     ``pose`` is fitted when first read (it costs more than the rest of a tracked frame), then kept.
     """
 
@@ -32,6 +33,7 @@ class Face:
     points: np.ndarray  # float32 (68, 2), image pixels
     track_id: Optional[int] = None
     quality: Optional[float] = None
+    convention: str = "2d"
     points_3d: Optional[np.ndarray] = field(default=None, repr=False)  # float32 (68, 2) or None
     _pose: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
@@ -42,8 +44,11 @@ class Face:
             from lightmark.core.pose import head_pose_batch
 
             # The weak-perspective fit needs no image size; (1, 1) only satisfies the check.
-            pts = self.points if self.points_3d is None else self.points_3d
-            self._pose = head_pose_batch(pts[None], (1, 1))[0]
+            if self.points_3d is not None:
+                pts, convention = self.points_3d, "3d"
+            else:
+                pts, convention = self.points, self.convention
+            self._pose = head_pose_batch(pts[None], (1, 1), convention)[0]
         return self._pose
 
     @pose.setter

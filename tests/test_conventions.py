@@ -116,10 +116,14 @@ def test_landmarker_convention_keyword_and_pose_points(tmp_path: Path) -> None:
     faces3 = lm.predict_all(image, convention="3d")
     assert all(f.points_3d is None for f in faces3)  # the points are the 3d ones already
     np.testing.assert_allclose(faces3[0].points, faces[0].points_3d, atol=1e-4)
-    bundled = Landmarker()
-    assert bundled.conventions == ["2d"] and bundled.predict_all(image)[0].points_3d is None
+    one = randomize(build_model(tiny()))
+    save_model(one, {"codec": CodecConfig(), "crop_scale": 1.25}, tmp_path / "one")
+    lm1 = Landmarker(model=tmp_path / "one.safetensors")
+    assert lm1.conventions == ["2d"] and lm1.predict_all(image)[0].points_3d is None
     with pytest.raises(ConventionError, match="no '3d' landmarks"):
-        bundled.predict(image, box, convention="3d")
+        lm1.predict(image, box, convention="3d")
+    bundled = Landmarker()  # the bundled model has both sets
+    assert bundled.conventions == TWO and bundled.predict_all(image)[0].points_3d is not None
 
 
 def test_evaluate_picks_the_data_sets_convention(tmp_path: Path, tiny_faces: Path) -> None:

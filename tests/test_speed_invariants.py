@@ -3,9 +3,10 @@ and the landmark path gives the reference points.
 
 ``tests/data/speed_reference.npz`` holds, for the first AFW photos: the bundled (cleaned)
 detector's boxes, ``predict_all``'s points (refinement on, the default) and the points from the
-ground-truth landmark box. It was written by lightmark at commit 9f014df (before the speed work)
-with the cleaned detector file, so it pins the landmark path's outputs as they were. Regenerate
-it only for an intended change of outputs: ``python tests/test_speed_invariants.py --write``.
+ground-truth landmark box. It was first written at commit 9f014df (before the speed work) with
+the cleaned detector file, so it pinned the landmark path's outputs as they were, and written
+again when the bundled model changed (the two-convention model, 2d points). Regenerate it only
+for an intended change of outputs: ``python tests/test_speed_invariants.py --write``.
 
 Tests that need ``../shared`` skip inside the test when it is absent.
 """

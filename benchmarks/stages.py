@@ -144,12 +144,13 @@ def cpu_load() -> tuple[float, float]:
 def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[str, list[Callable]]:
     """One callable per photo for every stage, each on the previous stage's real output."""
     from lightmark.core import geometry
-    from lightmark.core.codec import decode
+    from lightmark.core.codec import decode, select_convention
     from lightmark.core.imaging import load_image, to_input
 
     det, pred = lm.detector, lm.predictor
     scale, shift = lm.face_box_mapping()
     s = lm.input_size
+    sets = [c for c in ("2d", "3d") if c in lm.conventions]  # what predict_all decodes
     tasks: dict[str, list[Callable]] = {k: [] for k in (
         "image decode", "detector pre-processing", "detector network", "box decoding + NMS", "crop",
         "input normalisation", "landmark network", "decoding", "mapping back", "refinement pass",
@@ -161,7 +162,7 @@ def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[st
         crops, mats = geometry.crops_from_boxes(img, boxes, s, scale, shift)
         xin = to_input(crops)
         y = pred.run(xin)
-        cpts = decode(y, pred.meta["model"], pred.meta.get("codec"))
+        cpts = decode(select_convention(y, pred.meta["model"], "2d"), pred.meta["model"], pred.meta.get("codec"))
         pts = geometry.points_to_image(cpts, mats)
         lm_boxes = np.stack([geometry.landmark_box(p) for p in pts])
         tasks["image decode"].append(lambda f=f: load_image(f))
@@ -171,10 +172,13 @@ def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[st
         tasks["crop"].append(lambda img=img, b=boxes: geometry.crops_from_boxes(img, b, s, scale, shift))
         tasks["input normalisation"].append(lambda c=crops: to_input(c))
         tasks["landmark network"].append(lambda xin=xin: pred.run(xin))
-        tasks["decoding"].append(lambda y=y: decode(y, pred.meta["model"], pred.meta.get("codec")))
+        # predict_all decodes the 2d set and, for a model that has one, the 3d set (Face.points_3d)
+        tasks["decoding"].append(lambda y=y: [decode(select_convention(y, pred.meta["model"], c),
+                                                     pred.meta["model"], pred.meta.get("codec"))
+                                              for c in sets])
         tasks["mapping back"].append(lambda c=cpts, m=mats: geometry.points_to_image(c, m))
         tasks["refinement pass"].append(
-            lambda img=img, b=lm_boxes: lm._run([img], [b], lm.crop_scale, (0.0, 0.0)))
+            lambda img=img, b=lm_boxes: lm._run([img], [b], lm.crop_scale, (0.0, 0.0), sets))
         tasks["predict_all (end to end, refine)"].append(lambda img=img: lm.predict_all(img))
         tasks["predict_all, no refinement pass"].append(lambda img=img: lm._norefine.predict_all(img))
     return tasks

@@ -167,9 +167,9 @@ class FaceTracker:
             return int(v)
 
         self.landmarker = landmarker
-        have = list(getattr(landmarker.predictor, "conventions", None) or ["2d"])
-        if convention not in have:
-            raise TrackingError(f"convention {convention!r}: this model has {', '.join(have)}")
+        if convention not in landmarker.conventions:
+            raise TrackingError(f"convention {convention!r}: this model has "
+                                f"{', '.join(landmarker.conventions)}")
         self.convention = convention
         self.detect_every = whole("detect_every", detect_every, 0)
         self.keep_lost = whole("keep_lost", keep_lost, 0)

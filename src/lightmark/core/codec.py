@@ -202,20 +202,25 @@ def conventions_of(model_cfg: Any) -> list[str]:
     return list(_field(model_cfg, "conventions", None) or ["2d"])
 
 
+def check_convention(model_cfg: Any, convention: str) -> int:
+    """Index of ``convention`` among the model's output sets; :class:`ConventionError` if absent."""
+    names = conventions_of(model_cfg)
+    if convention not in names:
+        raise ConventionError(f"this model has no {convention!r} landmarks (its conventions: "
+                              f"{', '.join(names)})")
+    return names.index(convention)
+
+
 def select_convention(output: np.ndarray, model_cfg: Any, convention: str = "2d") -> np.ndarray:
     """The part of a raw ``(B, C * K, ...)`` output that is ``convention``'s ``(B, K, ...)``.
 
     A model lists its conventions in ``model_cfg.conventions``; each owns ``num_points``
     consecutive output channels (maps, or rows of a regression head), in that order.
     """
-    names = conventions_of(model_cfg)
-    if convention not in names:
-        raise ConventionError(f"this model has no {convention!r} landmarks (its conventions: "
-                              f"{', '.join(names)})")
-    if len(names) == 1:
+    i = check_convention(model_cfg, convention)
+    if len(conventions_of(model_cfg)) == 1:
         return output
     k = int(_field(model_cfg, "num_points", 68))
-    i = names.index(convention)
     return output[:, i * k:(i + 1) * k]
 
 

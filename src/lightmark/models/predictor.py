@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightmark.core.codec import conventions_of, decode, select_convention
+from lightmark.core.codec import check_convention, conventions_of, decode, select_convention
 from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
 from lightmark.core.imaging import to_input
@@ -85,7 +85,7 @@ class TorchPredictor:
         """Points of each of ``conventions`` from one pass of the model: {name: (N, K, 2)}."""
         c = self._check_crops(crops)
         for name in conventions:
-            select_convention(np.zeros((0, 0)), self.model_cfg, name)  # refuses an unknown one
+            check_convention(self.model_cfg, name)  # before any work
         if len(c) == 0:
             return {name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions}
         out = self._raw(c)
@@ -96,7 +96,7 @@ class TorchPredictor:
         """Like :meth:`predict_crops`, and the raw model output of that convention (numpy) beside
         the points (points ``None`` with ``decode_points=False``)."""
         c = self._check_crops(crops)
-        select_convention(np.zeros((0, 0)), self.model_cfg, convention)  # refuses an unknown one
+        check_convention(self.model_cfg, convention)  # before any work
         if len(c) == 0:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32), np.zeros((0,), np.float32)
         out = select_convention(self._raw(c), self.model_cfg, convention)

@@ -15,7 +15,7 @@ import numpy as np
 
 from lightmark.core.files import sha256
 from lightmark.core.geometry import LANDMARK_CROP_SCALE
-from lightmark.core.codec import conventions_of, decode, select_convention
+from lightmark.core.codec import check_convention, conventions_of, decode, select_convention
 from lightmark.core.imaging import to_input
 from lightmark.core.errors import CodecError, ConventionError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
@@ -151,9 +151,10 @@ class OnnxPredictor:
             raise ModelFileError(f"{self.onnx_path}: the model gave {what} (broken weights?)")
         return pts
 
-    def _select(self, y: np.ndarray, convention: str) -> np.ndarray:
+    def _check_convention(self, convention: str) -> None:
+        """:class:`ConventionError` naming the model file, before any work, for a missing set."""
         try:
-            return select_convention(y, self.meta["model"], convention)
+            check_convention(self.meta["model"], convention)
         except ConventionError as e:
             raise ConventionError(f"{self.json_path.name}: {e}") from None
 
@@ -166,13 +167,13 @@ class OnnxPredictor:
         """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""
         c = self._check_crops(crops)
         for name in conventions:
-            self._select(np.zeros((0, 0)), name)  # an unknown convention fails before any work
+            self._check_convention(name)
         if len(c) == 0:
             return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}
         raw = self._run_chunks(c)
         out = {}
         for name in conventions:
-            parts = [self._decode(self._select(y, name)) for y in raw]
+            parts = [self._decode(select_convention(y, self.meta["model"], name)) for y in raw]
             out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out
 
@@ -183,11 +184,12 @@ class OnnxPredictor:
         computed from the maps (:mod:`lightmark.core.quality`). ``decode_points=False``: points
         ``None`` (for a caller that decodes the output itself)."""
         c = self._check_crops(crops)
-        self._select(np.zeros((0, 0)), convention)
+        self._check_convention(convention)
         if len(c) == 0:
             return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0,), np.float32)
         raw = self._run_chunks(c)
-        out = self._select(np.concatenate(raw) if len(raw) > 1 else raw[0], convention)
+        out = select_convention(np.concatenate(raw) if len(raw) > 1 else raw[0], self.meta["model"],
+                                convention)
         if not decode_points:
             return None, out
         return self._decode(out), out

@@ -38,7 +38,8 @@ def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input"]
-    assert [o.name for o in sess.get_outputs()] == ["output"]
+    # An integral head's graph also gives the softmax moments its points and quality are read from.
+    assert [o.name for o in sess.get_outputs()] == ["output"] + (["moments"] if head == "integral" else [])
     x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)  # batch 3: dynamic
     got = sess.run(["output"], {"input": x})[0]
     with torch.no_grad():
@@ -46,6 +47,19 @@ def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
     assert got.shape == ref.shape == ((3, 68, 2) if head == "regression" else (3, 68, hm, hm))
     assert np.abs(ref).max() > 0.1  # a non-trivial output, so the comparison means something
     np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+    if head == "integral":
+        from lightmark.core.codec import decode, softmax_moments
+        from lightmark.runtime.onnx import OnnxPredictor
+
+        moments = sess.run(["moments"], {"input": x})[0]
+        np.testing.assert_allclose(moments, softmax_moments(ref), atol=1e-4)
+        # The predictor reads its points from the moments: the numpy decoder's points.
+        crops = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+        pred = OnnxPredictor(out)
+        _, raw = pred.predict_crops_raw(crops)
+        np.testing.assert_allclose(pred.predict_crops(crops), decode(raw, meta_model(tmp_path)), atol=1e-4)
+        pts, q = pred.predict_crops_quality(crops)
+        assert pts.shape == (2, 68, 2) and q.shape == (2,) and np.all((q > 0) & (q < 1))
 
     meta = json.loads((tmp_path / "exported.json").read_text())
     model_meta = json.loads((tmp_path / "m.json").read_text())
@@ -63,6 +77,10 @@ def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
     proto = onnx.load(str(out))
     floats = [t for t in proto.graph.initializer if t.data_type != TensorProto.INT64]
     assert floats and all(t.data_type == TensorProto.FLOAT for t in floats)
+
+
+def meta_model(folder) -> dict:
+    return json.loads((folder / "exported.json").read_text())["model"]
 
 
 def test_export_next_to_model_keeps_it_loadable(tmp_path):

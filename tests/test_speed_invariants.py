@@ -5,7 +5,10 @@ and the landmark path gives the reference points.
 detector's boxes, ``predict_all``'s points (refinement on, the default) and the points from the
 ground-truth landmark box. It was first written at commit 9f014df (before the speed work) with
 the cleaned detector file, so it pinned the landmark path's outputs as they were, and written
-again when the bundled model changed (the two-convention model, 2d points). Regenerate it only
+again when the bundled model changed (the two-convention model, 2d points), and when the points
+came to be read from the graph's softmax moments (normalised, centred sums: 2-4x closer to a
+float64 decode than the old float32 soft-argmax; the GT-box points moved by at most 2.7e-4 px,
+refined ones by at most 0.012 px, docs/SPEED.md). Regenerate it only
 for an intended change of outputs: ``python tests/test_speed_invariants.py --write``.
 
 Tests that need ``../shared`` skip inside the test when it is absent.

@@ -10,7 +10,7 @@ import pytest
 from lightmark.api import Face, Landmarker
 from lightmark.core.geometry import landmark_box
 from lightmark.core.imaging import ImageError
-from lightmark.core.quality import DEFAULT_MIN_QUALITY, face_quality, integral_points_and_quality, softmax_spread
+from lightmark.core.quality import DEFAULT_MIN_QUALITY, face_quality, softmax_spread
 from lightmark.tracking import FaceTracker, TrackingError
 
 import video_clips as vc
@@ -149,7 +149,7 @@ def test_quality_separates_a_face_from_background(lm) -> None:
     pts, raw = pred.predict_crops_raw(crops)
     assert np.allclose(pts, pred.predict_crops(crops), atol=1e-4)  # the sibling gives the same points
     q = face_quality(raw, pred.meta["model"])
-    fast_pts, fast_q = integral_points_and_quality(raw, lm.input_size)  # the tracker's one-pass decode
+    fast_pts, fast_q = pred.predict_crops_quality(crops)  # the tracker's one pass (graph moments)
     assert np.allclose(fast_pts, pts, atol=1e-3) and np.allclose(fast_q, q, atol=1e-5)
     assert pred.predict_crops_raw(crops, decode_points=False)[0] is None
     assert q[0] > 0.8 and q[1] < 0.2, q
@@ -189,3 +189,5 @@ def test_torch_predictor_raw_outputs_match_its_points() -> None:
     crops = np.zeros((2, lm_t.input_size, lm_t.input_size, 3), np.uint8)
     pts, raw = lm_t.predictor.predict_crops_raw(crops)
     assert np.allclose(pts, lm_t.predictor.predict_crops(crops), atol=1e-5) and raw.ndim == 4
+    q_pts, q = lm_t.predictor.predict_crops_quality(crops)
+    assert np.array_equal(q_pts, pts) and q.shape == (2,)

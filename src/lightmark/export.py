@@ -2,8 +2,11 @@
 ``onnx_sha256``), checked against the model rules and verified with onnxruntime against torch.
 
 The graph has one input ``input`` ``(N, 3, S, S)`` float32 (normalised as
-:func:`lightmark.imaging.to_input` does; ``N`` is dynamic) and one output ``output`` with the
-layout of the model's head (see docs/ARCHITECTURE.md).
+:func:`lightmark.imaging.to_input` does; ``N`` is dynamic) and the output ``output`` with the
+layout of the model's head (see docs/ARCHITECTURE.md). A graph of an ``integral`` head has a
+second output, ``moments`` ``(N, C * K, 3)``: :func:`lightmark.core.codec.softmax_moments` of
+``output`` computed in the graph, so the runtime reads points and quality without decoding the
+maps in numpy (docs/SPEED.md).
 """
 from __future__ import annotations
 
@@ -24,10 +27,14 @@ PathLike = Union[str, Path]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
+MOMENTS_NAME = "moments"
 #: Integer initializers up to this many elements are allowed: small shape and axis constants
 #: (e.g. a Reshape target or a Resize size), never weights. Longer ones pass only when they feed
 #: nothing but index or shape inputs (the channel shuffle's Gather order).
 MAX_INT_INITIALIZER = 64
+#: Largest difference (map cells) allowed between the graph's moments and softmax_moments of the
+#: torch output in the export check: both are float32 sums of the same products.
+MOMENTS_TOLERANCE = 1e-3
 #: Channel counts in the exported graph are rounded up to this (zero channels; see models.padding).
 CHANNEL_MULTIPLE = 16
 
@@ -50,7 +57,7 @@ def _index_only_tensors(graph: Any) -> set[str]:
 def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, Any]:
     """Apply the model rules to an ONNX graph; return its weight statistics.
 
-    Single graph: one input, one output, no sub-graphs (If/Loop/Scan bodies), no local functions,
+    Single graph: one input, the output (and an integral head's ``moments``), no sub-graphs (If/Loop/Scan bodies), no local functions,
     no external data. Float32: every floating-point initializer is FLOAT; integer initializers are
     tiny shape constants or feed only index/shape inputs (a channel permutation). Size: float32 weights (initializers and Constant nodes) within the
     same 15 MB limit as the safetensors file.
@@ -64,9 +71,10 @@ def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, An
     init_names = {t.name for t in g.initializer}
     inputs = [i.name for i in g.input if i.name not in init_names]
     outputs = [o.name for o in g.output]
-    if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-        raise ModelRuleError(f"{what}: expected one input {INPUT_NAME!r} and one output "
-                             f"{OUTPUT_NAME!r}, got inputs {inputs}, outputs {outputs}")
+    if inputs != [INPUT_NAME] or outputs not in ([OUTPUT_NAME], [OUTPUT_NAME, MOMENTS_NAME]):
+        raise ModelRuleError(f"{what}: expected one input {INPUT_NAME!r} and the outputs "
+                             f"{OUTPUT_NAME!r} (and optionally {MOMENTS_NAME!r}), got inputs "
+                             f"{inputs}, outputs {outputs}")
     if len(model_proto.functions):
         raise ModelRuleError(f"{what}: has {len(model_proto.functions)} local functions; "
                              "a single flat graph is required")
@@ -108,6 +116,26 @@ def check_onnx_rules(model_proto: Any, what: str = "onnx model") -> dict[str, An
 VARIANT_MULTIPLES = (8,)
 
 
+def add_moments_output(proto: Any, hm_size: tuple[int, int]) -> None:
+    """Append the ``moments`` output to an integral head's graph (in place): the softmax of each
+    ``h x w`` map of ``output`` times :func:`lightmark.core.codec.moment_columns`, the numpy
+    decoder's own columns, so both compute the same sums."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lightmark.core.codec import moment_columns
+
+    h, w = hm_size
+    g = proto.graph
+    g.initializer.extend([numpy_helper.from_array(np.asarray(moment_columns(h, w)), "moments_columns"),
+                          numpy_helper.from_array(np.array([0, 0, h * w], np.int64), "moments_shape")])
+    g.node.extend([
+        helper.make_node("Reshape", [OUTPUT_NAME, "moments_shape"], ["moments_flat"], name="moments_reshape"),
+        helper.make_node("Softmax", ["moments_flat"], ["moments_softmax"], axis=-1, name="moments_softmax"),
+        helper.make_node("MatMul", ["moments_softmax", "moments_columns"], [MOMENTS_NAME], name="moments_matmul"),
+    ])
+    g.output.append(helper.make_tensor_value_info(MOMENTS_NAME, TensorProto.FLOAT, ["batch", None, 3]))
+
+
 def _export_graph(model: Any, multiple: int, model_path: PathLike, where: Path, opset: int,
                   check_batch: int, seed: int) -> tuple[bytes, dict[str, Any]]:
     """The ONNX bytes of ``model`` padded to ``multiple`` channels, checked against the unpadded
@@ -138,18 +166,21 @@ def _export_graph(model: Any, multiple: int, model_path: PathLike, where: Path, 
                 do_constant_folding=True)
         except Exception as e:  # the exporter raises many types
             raise ExportError(f"{model_path}: ONNX export failed ({type(e).__name__}: {e})") from None
-    data = buf.getvalue()
-    proto = onnx.load_from_string(data)
+    proto = onnx.load_from_string(buf.getvalue())
+    # Verify below: same numbers from onnxruntime as from torch, at a batch size other than the traced 1.
+    x = np.random.default_rng(seed).standard_normal((check_batch, 3, s, s)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    integral = model.cfg.head == "integral"
+    if integral:
+        add_moments_output(proto, ref.shape[2:4])
+    data = proto.SerializeToString()
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{where}: exported graph is invalid ({e})") from None
     stats = check_onnx_rules(proto, str(where))
 
-    # Verify: same numbers from onnxruntime as from torch, at a batch size other than the traced 1.
-    x = np.random.default_rng(seed).standard_normal((check_batch, 3, s, s)).astype(np.float32)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
@@ -160,7 +191,18 @@ def _export_graph(model: Any, multiple: int, model_path: PathLike, where: Path, 
     tol = max(1e-4, 1e-3 * float(np.max(np.abs(ref))))
     if not np.isfinite(diff) or diff > tol:
         raise ExportError(f"{where}: onnxruntime differs from torch by {diff:.3g} (tolerance {tol:.3g})")
-    return data, {"batch": check_batch, "max_abs_diff": diff, "tolerance": tol, **stats}
+    check = {"batch": check_batch, "max_abs_diff": diff, "tolerance": tol, **stats}
+    if integral:
+        from lightmark.core.codec import softmax_moments
+
+        got_m = sess.run([MOMENTS_NAME], {INPUT_NAME: x})[0]
+        want_m = softmax_moments(ref)
+        diff_m = float(np.max(np.abs(got_m - want_m))) if got_m.shape == want_m.shape else float("inf")
+        if not diff_m <= MOMENTS_TOLERANCE:
+            raise ExportError(f"{where}: the graph's moments differ from the numpy decoder's by "
+                              f"{diff_m:.3g} cells (tolerance {MOMENTS_TOLERANCE:g})")
+        check["moments_max_abs_diff"] = diff_m
+    return data, check
 
 
 def variant_path(onnx_path: PathLike, multiple: int) -> Path:
@@ -199,6 +241,7 @@ def export_onnx(model_path: PathLike, out_path: PathLike, opset: int = 17,
         "onnx_opset": opset,
         "onnx_input": INPUT_NAME,
         "onnx_output": OUTPUT_NAME,
+        "onnx_outputs": [OUTPUT_NAME] + ([MOMENTS_NAME] if model.cfg.head == "integral" else []),
         "onnx_channel_multiple": CHANNEL_MULTIPLE,
         "onnx_check": check,
     })

@@ -41,7 +41,7 @@ from lightmark.core import geometry
 from lightmark.core.types import Face
 from lightmark.core.smoothing import LandmarkSmoother
 from lightmark.core.imaging import to_rgb8
-from lightmark.core.quality import DEFAULT_MIN_QUALITY, face_quality, integral_points_and_quality, model_head
+from lightmark.core.quality import DEFAULT_MIN_QUALITY
 from lightmark.core.errors import TrackingError
 
 #: Crops of two tracks overlapping more than this (IoU) are taken to be on the same face.
@@ -267,15 +267,10 @@ class FaceTracker:
         crops, mats = geometry.crops_from_boxes(img, squares, s, scale, shift)
         pred = lm.predictor
         conv = {"convention": self.convention} if hasattr(pred, "conventions") else {}
-        if not hasattr(pred, "predict_crops_raw"):  # no raw outputs: no quality, the detector decides
+        if hasattr(pred, "predict_crops_quality"):  # one pass for the points and the quality
+            pts, q = pred.predict_crops_quality(crops, **conv)
+        else:  # no quality: the detector decides when the face is lost
             pts, q = pred.predict_crops(crops, **conv), None
-        elif model_head(pred.meta["model"]) == "integral":
-            # One softmax for both the points and the quality (decode would compute it again).
-            _, raw = pred.predict_crops_raw(crops, decode_points=False, **conv)
-            pts, q = integral_points_and_quality(raw, s)
-        else:
-            pts, raw = pred.predict_crops_raw(crops, **conv)
-            q = face_quality(raw, pred.meta["model"])
         return geometry.points_to_image(pts, mats).astype(np.float64), q
 
     def _track_step(self, img: np.ndarray, k: int) -> list[_Track]:

@@ -156,12 +156,40 @@ def decode_subpixel(hm: np.ndarray, radius: int = 2, max_offset: float = 1.0) ->
 
 
 @functools.lru_cache(maxsize=8)
-def _moment_columns(h: int, w: int) -> np.ndarray:
-    """``(h*w, 3)`` float32 columns 1, x, y of each cell of an ``h x w`` map, row-major."""
+def moment_columns(h: int, w: int) -> np.ndarray:
+    """``(h*w, 3)`` float32 columns x, y, x^2 + y^2 of each cell of an ``h x w`` map, row-major,
+    with coordinates centred on the map (keeps E[x^2] - E[x]^2 accurate in float32). The ONNX
+    export multiplies the softmax by these same columns inside the graph (``"moments"`` output)."""
     ys, xs = np.divmod(np.arange(h * w, dtype=np.float32), w)
-    cols = np.stack([np.ones(h * w, np.float32), xs, ys], axis=1)
+    xs -= (w - 1) / 2
+    ys -= (h - 1) / 2
+    cols = np.stack([xs, ys, xs * xs + ys * ys], axis=1)
     cols.flags.writeable = False  # shared between calls
     return cols
+
+
+def softmax_moments(logits: np.ndarray) -> np.ndarray:
+    """``(B, K, 3)`` float32 for integral-head logits ``(B, K, h, w)``: under each map's softmax,
+    the mean of x and of y and the mean of x^2 + y^2, in cells from the map's centre
+    (:func:`moment_columns`). The points and the quality score (:mod:`lightmark.core.quality`)
+    are both read from these; an exported graph computes them itself (its ``"moments"`` output).
+    """
+    # float32 throughout, as the network computed them: a float64 copy cost a third of the time.
+    a = _check_maps(logits, "softmax_moments", np.float32)
+    b, k, h, w = a.shape
+    flat = a.reshape(b, k, h * w)
+    p = np.exp(flat - flat.max(axis=-1, keepdims=True))  # unnormalised, stable softmax
+    p /= p.sum(axis=-1, keepdims=True)
+    return p @ moment_columns(h, w)
+
+
+def moments_to_points(moments: np.ndarray, input_size: int, hm_size: SizeLike) -> np.ndarray:
+    """Crop-pixel points ``(B, K, 2)`` from :func:`softmax_moments` of ``hm_size`` maps."""
+    h, w = _hw(hm_size)
+    m = np.asarray(moments)
+    if m.ndim != 3 or m.shape[-1] != 3:
+        raise CodecError(f"moments must be (B, K, 3), got shape {m.shape}")
+    return heatmap_to_crop(m[..., :2] + np.array([(w - 1) / 2, (h - 1) / 2], np.float32), input_size, (h, w))
 
 
 def soft_argmax(logits: np.ndarray) -> np.ndarray:
@@ -169,13 +197,9 @@ def soft_argmax(logits: np.ndarray) -> np.ndarray:
 
     This is the decoder of the ``integral`` head (Sun et al., "Integral human pose regression").
     """
-    # float32 throughout, as the network computed them: a float64 copy cost a third of the time.
-    a = _check_maps(logits, "soft_argmax", np.float32)
-    b, k, h, w = a.shape
-    flat = a.reshape(b, k, h * w)
-    p = np.exp(flat - flat.max(axis=-1, keepdims=True))  # unnormalised, stable softmax
-    m = p @ _moment_columns(h, w)  # (B, K, 3): the softmax's sum and both first moments
-    return (m[..., 1:] / m[..., :1]).astype(np.float32)
+    m = softmax_moments(logits)
+    h, w = np.shape(logits)[2:4]
+    return (m[..., :2] + np.array([(w - 1) / 2, (h - 1) / 2], np.float32)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- coordinates

@@ -18,10 +18,11 @@ detector to notice a lost face).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import numpy as np
+
+from lightmark.core.codec import moments_to_points, softmax_moments
 
 #: The spread (fraction of the map side) at which quality is 0.5. See docs/VIDEO.md.
 SPREAD_AT_HALF = 0.18
@@ -36,46 +37,30 @@ def model_head(model_cfg: Any) -> Optional[str]:
     return model_cfg.get("head") if isinstance(model_cfg, dict) else getattr(model_cfg, "head", None)
 
 
-@functools.lru_cache(maxsize=8)
-def _columns(h: int, w: int) -> np.ndarray:
-    """(h*w, 4) float32: 1, x, y, x^2 + y^2 of each cell, coordinates centred on the map (keeps
-    E[x^2] - E[x]^2 accurate in float32)."""
-    ys, xs = np.divmod(np.arange(h * w, dtype=np.float32), w)
-    xs -= (w - 1) / 2
-    ys -= (h - 1) / 2
-    cols = np.stack([np.ones_like(xs), xs, ys, xs * xs + ys * ys], axis=1)
-    cols.flags.writeable = False
-    return cols
-
-
-def _moments(logits: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    a = np.asarray(logits, dtype=np.float32)
-    if a.ndim != 4 or a.shape[2] < 1 or a.shape[3] < 1:
-        raise ValueError(f"{what}: expected (B, K, h, w) logits, got shape {a.shape}")
-    b, k, h, w = a.shape
-    flat = a.reshape(b, k, h * w)
-    p = np.exp(flat - flat.max(axis=-1, keepdims=True))  # unnormalised, stable softmax
-    m = p @ _columns(h, w)  # (B, K, 4): sum, first moments, second moment
-    mean = m[..., 1:3] / m[..., :1]
-    var = m[..., 3] / m[..., 0] - (mean ** 2).sum(-1)
-    spread = (np.sqrt(np.maximum(var, 0.0)) / np.sqrt(h * w)).mean(axis=1).astype(np.float32)
-    return mean, spread, (h, w)
+def spread_from_moments(moments: np.ndarray, hm_size: tuple[int, int]) -> np.ndarray:
+    """``(B,)`` mean over points of each softmax's spread, as a fraction of the map side, from
+    :func:`lightmark.core.codec.softmax_moments` (or an exported graph's ``"moments"``)."""
+    m = np.asarray(moments, dtype=np.float32)
+    h, w = hm_size
+    var = m[..., 2] - m[..., 0] ** 2 - m[..., 1] ** 2
+    return (np.sqrt(np.maximum(var, 0.0)) / np.sqrt(h * w)).mean(axis=1).astype(np.float32)
 
 
 def softmax_spread(logits: np.ndarray) -> np.ndarray:
     """``(B,)`` mean over points of each softmax's spread, as a fraction of the map side, for
     integral-head logits ``(B, K, h, w)``."""
-    return _moments(logits, "softmax_spread")[1]
+    a = np.asarray(logits)
+    if a.ndim != 4:
+        raise ValueError(f"softmax_spread: expected (B, K, h, w) logits, got shape {a.shape}")
+    return spread_from_moments(softmax_moments(a), a.shape[2:4])
 
 
-def integral_points_and_quality(logits: np.ndarray, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Points in crop pixels ``(B, K, 2)`` (the soft-argmax, as ``heatmap.decode`` gives them, to
-    float32 rounding) and quality ``(B,)`` from one softmax: the tracker's per-frame decode."""
-    from lightmark.core.codec import heatmap_to_crop
-
-    mean, spread, (h, w) = _moments(logits, "integral_points_and_quality")
-    cells = mean + np.array([(w - 1) / 2, (h - 1) / 2], np.float32)  # back to cell-centre indices
-    return heatmap_to_crop(cells, int(input_size), (h, w)), quality_from_spread(spread)
+def points_and_quality(moments: np.ndarray, input_size: int, hm_size: tuple[int, int]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Points in crop pixels ``(B, K, 2)`` and quality ``(B,)`` from the softmax moments: the
+    tracker's per-frame decode (the points are what ``codec.decode`` gives)."""
+    return (moments_to_points(moments, int(input_size), hm_size),
+            quality_from_spread(spread_from_moments(moments, hm_size)))
 
 
 def quality_from_spread(spread: np.ndarray) -> np.ndarray:

@@ -63,6 +63,8 @@ class Predictor(Protocol):
     lightmark's own predictors also list ``conventions`` (``"2d"``, ``"3d"``), take
     ``predict_crops(crops, convention=...)`` and give several sets from one pass with
     ``predict_crops_sets(crops, conventions)``; evaluation asks for a convention only of those.
+    The tracker asks ``predict_crops_quality(crops, convention)`` for points and a face quality
+    (:mod:`lightmark.core.quality`) when a predictor has it, and trusts the detector otherwise.
     """
 
     input_size: int

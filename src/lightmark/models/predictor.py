@@ -12,6 +12,7 @@ from lightmark.core.codec import check_convention, conventions_of, decode, selec
 from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
 from lightmark.core.imaging import to_input
+from lightmark.core.quality import face_quality
 
 
 class TorchPredictor:
@@ -101,3 +102,10 @@ class TorchPredictor:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32), np.zeros((0,), np.float32)
         out = select_convention(self._raw(c), self.model_cfg, convention)
         return (self._decode(out) if decode_points else None), out
+
+    def predict_crops_quality(self, crops: np.ndarray, convention: str = "2d"
+                              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Points (N, K, 2) in crop pixels and each crop's face quality (N,)
+        (:mod:`lightmark.core.quality`; ``None`` for heads without one) from one pass."""
+        pts, raw = self.predict_crops_raw(crops, convention=convention)
+        return pts, face_quality(raw, self.model_cfg)

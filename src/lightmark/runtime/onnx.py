@@ -1,7 +1,8 @@
 """The landmark model on onnxruntime: the torch-free implementation of the Predictor protocol.
 
 A model is two files side by side: ``NAME.onnx`` (input ``"input"`` (N, 3, S, S) float32 from
-``imaging.to_input``, output ``"output"``) and ``NAME.json`` (``"model"``: the ModelConfig,
+``imaging.to_input``, output ``"output"``, and for an integral head ``"moments"``, the softmax
+moments of each map that points and quality are read from) and ``NAME.json`` (``"model"``: the ModelConfig,
 ``"codec"``, ``"crop_scale"``, ``"onnx_sha256"``). The checksum is verified on load so a stale or
 truncated ``.onnx`` never runs with the wrong metadata.
 """
@@ -15,10 +16,12 @@ import numpy as np
 
 from lightmark.core.files import sha256
 from lightmark.core.geometry import LANDMARK_CROP_SCALE
-from lightmark.core.codec import check_convention, conventions_of, decode, select_convention
+from lightmark.core.codec import (check_convention, conventions_of, decode, moments_to_points,
+                                  select_convention)
 from lightmark.core.imaging import to_input
 from lightmark.core.errors import CodecError, ConventionError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
+from lightmark.core.quality import face_quality, points_and_quality
 from lightmark.runtime.session import make_session
 
 PathLike = Union[str, Path]
@@ -102,6 +105,11 @@ class OnnxPredictor:
                                   zip(shape[1:], (3, self.input_size, self.input_size))):
             raise ModelFileError(f"{self.onnx_path}: input shape {shape} does not match (N, 3, "
                                  f"{self.input_size}, {self.input_size}) from {self.json_path.name}")
+        # Integral heads exported since the moments output: points and quality come from the
+        # graph's softmax moments (the maps are not copied out, nor decoded in numpy).
+        self._moments = "moments" in outputs and self.meta["model"].get("head") == "integral"
+        hm = int(self.meta["model"].get("heatmap_size") or 0)
+        self._hm_size = (hm, hm)
         # A fixed batch axis (some exports) is honoured by chunking at exactly that size.
         self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         self.chunk: int = self._fixed_batch or DEFAULT_CHUNK
@@ -109,9 +117,10 @@ class OnnxPredictor:
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.onnx_path)!r}, input_size={self.input_size})"
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Raw network output for a normalised float32 (n, 3, S, S) batch (n <= chunk when fixed)."""
-        return self._session.run(["output"], {"input": x})[0]
+    def run(self, x: np.ndarray, output: str = "output") -> np.ndarray:
+        """Raw network output (or ``output="moments"``) for a normalised float32 (n, 3, S, S)
+        batch (n <= chunk when fixed)."""
+        return self._session.run([output], {"input": x})[0]
 
     def _check_crops(self, crops: np.ndarray) -> np.ndarray:
         c = np.asarray(crops)
@@ -124,7 +133,7 @@ class OnnxPredictor:
             raise ValueError(f"{self.onnx_path.name}: crops must be uint8, got {c.dtype}")
         return c
 
-    def _run_chunks(self, c: np.ndarray) -> list[np.ndarray]:
+    def _run_chunks(self, c: np.ndarray, output: str = "output") -> list[np.ndarray]:
         """Raw outputs of the network over ``c`` in chunks (a fixed batch is padded)."""
         raw = []
         for i in range(0, len(c), self.chunk):
@@ -133,15 +142,19 @@ class OnnxPredictor:
             if self._fixed_batch and n < self._fixed_batch:  # pad the last chunk of a fixed batch
                 x = np.concatenate([x, np.zeros((self._fixed_batch - n,) + x.shape[1:], x.dtype)])
             try:
-                raw.append(self.run(x)[:n])
+                raw.append(self.run(x, output)[:n])
             except Exception as e:  # onnxruntime's own types: a graph that loads but cannot run
                 raise ModelFileError(f"{self.onnx_path}: the model failed to run "
                                      f"({type(e).__name__}: {str(e)[:300]})") from None
         return raw
 
-    def _decode(self, y: np.ndarray) -> np.ndarray:
+    def _decode(self, y: np.ndarray, moments: bool = False) -> np.ndarray:
+        """Points of one convention's raw output, or of its moments (``moments=True``)."""
         try:
-            pts = decode(y, self.meta["model"], self.meta.get("codec")).astype(np.float32)
+            if moments:
+                pts = moments_to_points(y, self.input_size, self._hm_size)
+            else:
+                pts = decode(y, self.meta["model"], self.meta.get("codec")).astype(np.float32)
         except CodecError as e:
             raise ModelFileError(f"{self.onnx_path}: its output does not fit {self.json_path.name} "
                                  f"({e})") from None
@@ -170,12 +183,31 @@ class OnnxPredictor:
             self._check_convention(name)
         if len(c) == 0:
             return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}
-        raw = self._run_chunks(c)
+        what = "moments" if self._moments else "output"
+        raw = self._run_chunks(c, what)
         out = {}
         for name in conventions:
-            parts = [self._decode(select_convention(y, self.meta["model"], name)) for y in raw]
+            parts = [self._decode(select_convention(y, self.meta["model"], name), self._moments) for y in raw]
             out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out
+
+    def predict_crops_quality(self, crops: np.ndarray, convention: str = "2d"
+                              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Points (N, K, 2) in crop pixels and each crop's face quality (N,)
+        (:mod:`lightmark.core.quality`; ``None`` for heads without one) from one pass."""
+        if not self._moments:
+            pts, raw = self.predict_crops_raw(crops, convention=convention)
+            return pts, face_quality(raw, self.meta["model"])
+        c = self._check_crops(crops)
+        self._check_convention(convention)
+        if len(c) == 0:
+            return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0,), np.float32)
+        raw = self._run_chunks(c, "moments")
+        m = select_convention(np.concatenate(raw) if len(raw) > 1 else raw[0], self.meta["model"], convention)
+        pts, q = points_and_quality(m, self.input_size, self._hm_size)
+        if not np.all(np.isfinite(pts)):
+            raise ModelFileError(f"{self.onnx_path}: the model gave non-finite points (broken weights?)")
+        return pts, q
 
     def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:

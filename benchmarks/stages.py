@@ -3,8 +3,8 @@
 
 Stages of ``Landmarker.predict_all``: image decode (JPEG file -> RGB array), detector
 pre-processing (letterbox + normalisation), detector network, box decoding + NMS, crop, network
-input normalisation, landmark network, decoding (soft-argmax), mapping back to the photo, and the
-refinement pass (crop + network + decoding + mapping again). Each stage is timed on its own, on
+input normalisation, landmark network, decoding (the graph's softmax moments to points; the
+soft-argmax of the maps for a graph without them), mapping back to the photo, and the refinement pass (crop + network + decoding + mapping again). Each stage is timed on its own, on
 the inputs the previous stage produced, and the whole call end to end.
 
 Workloads: AFW photos (one labelled face each; only photos where the bundled detector finds
@@ -144,7 +144,7 @@ def cpu_load() -> tuple[float, float]:
 def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[str, list[Callable]]:
     """One callable per photo for every stage, each on the previous stage's real output."""
     from lightmark.core import geometry
-    from lightmark.core.codec import decode, select_convention
+    from lightmark.core.codec import decode, moments_to_points, select_convention
     from lightmark.core.imaging import load_image, to_input
 
     det, pred = lm.detector, lm.predictor
@@ -161,8 +161,17 @@ def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[st
         boxes = det.postprocess(*raw, img.shape)[:, :4].astype(np.float64)
         crops, mats = geometry.crops_from_boxes(img, boxes, s, scale, shift)
         xin = to_input(crops)
-        y = pred.run(xin)
-        cpts = decode(select_convention(y, pred.meta["model"], "2d"), pred.meta["model"], pred.meta.get("codec"))
+        # What predict_all runs and decodes: the graph's softmax moments when it has them, else the maps.
+        out = "moments" if getattr(pred, "uses_moments", False) else "output"
+        y = pred.run(xin, out)
+
+        def decode_set(y: np.ndarray, c: str) -> np.ndarray:
+            part = select_convention(y, pred.meta["model"], c)
+            if out == "moments":
+                return moments_to_points(part, s, int(pred.meta["model"]["heatmap_size"]))
+            return decode(part, pred.meta["model"], pred.meta.get("codec"))
+
+        cpts = decode_set(y, "2d")
         pts = geometry.points_to_image(cpts, mats)
         lm_boxes = np.stack([geometry.landmark_box(p) for p in pts])
         tasks["image decode"].append(lambda f=f: load_image(f))
@@ -171,11 +180,9 @@ def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[st
         tasks["box decoding + NMS"].append(lambda raw=raw, sh=img.shape: det.postprocess(*raw, sh))
         tasks["crop"].append(lambda img=img, b=boxes: geometry.crops_from_boxes(img, b, s, scale, shift))
         tasks["input normalisation"].append(lambda c=crops: to_input(c))
-        tasks["landmark network"].append(lambda xin=xin: pred.run(xin))
+        tasks["landmark network"].append(lambda xin=xin: pred.run(xin, out))
         # predict_all decodes the 2d set and, for a model that has one, the 3d set (Face.points_3d)
-        tasks["decoding"].append(lambda y=y: [decode(select_convention(y, pred.meta["model"], c),
-                                                     pred.meta["model"], pred.meta.get("codec"))
-                                              for c in sets])
+        tasks["decoding"].append(lambda y=y: [decode_set(y, c) for c in sets])
         tasks["mapping back"].append(lambda c=cpts, m=mats: geometry.points_to_image(c, m))
         tasks["refinement pass"].append(
             lambda img=img, b=lm_boxes: lm._run([img], [b], lm.crop_scale, (0.0, 0.0), sets))

@@ -105,9 +105,9 @@ class OnnxPredictor:
                                   zip(shape[1:], (3, self.input_size, self.input_size))):
             raise ModelFileError(f"{self.onnx_path}: input shape {shape} does not match (N, 3, "
                                  f"{self.input_size}, {self.input_size}) from {self.json_path.name}")
-        # Integral heads exported since the moments output: points and quality come from the
-        # graph's softmax moments (the maps are not copied out, nor decoded in numpy).
-        self._moments = "moments" in outputs and self.meta["model"].get("head") == "integral"
+        #: Points and quality come from the graph's ``"moments"`` output (integral heads exported
+        #: with it): the maps are neither copied out nor decoded in numpy.
+        self.uses_moments: bool = "moments" in outputs and self.meta["model"].get("head") == "integral"
         hm = int(self.meta["model"].get("heatmap_size") or 0)
         self._hm_size = (hm, hm)
         # A fixed batch axis (some exports) is honoured by chunking at exactly that size.
@@ -183,11 +183,11 @@ class OnnxPredictor:
             self._check_convention(name)
         if len(c) == 0:
             return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}
-        what = "moments" if self._moments else "output"
+        what = "moments" if self.uses_moments else "output"
         raw = self._run_chunks(c, what)
         out = {}
         for name in conventions:
-            parts = [self._decode(select_convention(y, self.meta["model"], name), self._moments) for y in raw]
+            parts = [self._decode(select_convention(y, self.meta["model"], name), self.uses_moments) for y in raw]
             out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out
 
@@ -195,7 +195,7 @@ class OnnxPredictor:
                               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Points (N, K, 2) in crop pixels and each crop's face quality (N,)
         (:mod:`lightmark.core.quality`; ``None`` for heads without one) from one pass."""
-        if not self._moments:
+        if not self.uses_moments:
             pts, raw = self.predict_crops_raw(crops, convention=convention)
             return pts, face_quality(raw, self.meta["model"])
         c = self._check_crops(crops)

@@ -59,7 +59,7 @@ def test_onnx_matches_torch(tmp_path, head, attention, hm, block):
         _, raw = pred.predict_crops_raw(crops)
         np.testing.assert_allclose(pred.predict_crops(crops), decode(raw, meta_model(tmp_path)), atol=1e-4)
         pts, q = pred.predict_crops_quality(crops)
-        assert pts.shape == (2, 68, 2) and q.shape == (2,) and np.all((q > 0) & (q < 1))
+        assert pts["2d"].shape == (2, 68, 2) and q.shape == (2,) and np.all((q > 0) & (q < 1))
 
     meta = json.loads((tmp_path / "exported.json").read_text())
     model_meta = json.loads((tmp_path / "m.json").read_text())

@@ -57,6 +57,29 @@ def test_track_follows_a_moving_face_with_one_detection(lm) -> None:
         assert np.allclose(faces[0].box, landmark_box(faces[0].points), atol=1e-3)
 
 
+def test_tracked_faces_carry_the_3d_set_and_fit_the_pose_to_it(lm) -> None:
+    from lightmark import head_pose
+
+    frames = [vc.render(480, 320, [(0, 100, 90)], k) for k in range(6)]
+    runs = {}
+    for smooth in (False, True):
+        runs[smooth] = faces = [f[0] for f in lm.track(frames, smooth=smooth)]
+        for k, face in enumerate(faces):
+            assert face.points_3d is not None and face.points_3d.shape == (68, 2)
+            # Inner points (brows, eyes, nose, mouth) of the two sets agree; the jaw may not.
+            gap = np.abs(face.points_3d[17:] - face.points[17:]).mean() / _size(face.points)
+            assert gap < 0.05, gap
+            np.testing.assert_allclose(face.pose, head_pose(face.points_3d, frames[k].shape, convention="3d"),
+                                       atol=1e-6)
+    # The crops come from the raw points either way, so the model's answers are the same, and the
+    # smoothed 3d set is moved by exactly the 2d set's correction.
+    for raw, smoothed in zip(runs[False], runs[True]):
+        np.testing.assert_allclose(smoothed.points_3d - smoothed.points, raw.points_3d - raw.points, atol=1e-3)
+    assert not np.allclose(runs[True][-1].points, runs[False][-1].points, atol=1e-3)  # it did smooth
+    # Tracking the 3d set itself: no second set beside it.
+    assert all(f[0].points_3d is None for f in lm.track(frames[:2], convention="3d"))
+
+
 def test_landmarker_track_yields_per_frame_and_detects_periodically(lm) -> None:
     frames = [vc.render(480, 320, [(0, 100, 90)], k) for k in range(12)]
     tracker = FaceTracker(lm, detect_every=5)
@@ -149,8 +172,9 @@ def test_quality_separates_a_face_from_background(lm) -> None:
     pts, raw = pred.predict_crops_raw(crops)
     assert np.allclose(pts, pred.predict_crops(crops), atol=1e-4)  # the sibling gives the same points
     q = face_quality(raw, pred.meta["model"])
-    fast_pts, fast_q = pred.predict_crops_quality(crops)  # the tracker's one pass (graph moments)
-    assert np.allclose(fast_pts, pts, atol=1e-3) and np.allclose(fast_q, q, atol=1e-5)
+    fast, fast_q = pred.predict_crops_quality(crops, ("2d", "3d"))  # the tracker's one pass (graph moments)
+    assert np.allclose(fast["2d"], pts, atol=1e-3) and np.allclose(fast_q, q, atol=1e-5)
+    assert np.allclose(fast["3d"], pred.predict_crops(crops, convention="3d"), atol=1e-3)
     assert pred.predict_crops_raw(crops, decode_points=False)[0] is None
     assert q[0] > 0.8 and q[1] < 0.2, q
     assert softmax_spread(raw)[0] < softmax_spread(raw)[1]
@@ -190,4 +214,4 @@ def test_torch_predictor_raw_outputs_match_its_points() -> None:
     pts, raw = lm_t.predictor.predict_crops_raw(crops)
     assert np.allclose(pts, lm_t.predictor.predict_crops(crops), atol=1e-5) and raw.ndim == 4
     q_pts, q = lm_t.predictor.predict_crops_quality(crops)
-    assert np.array_equal(q_pts, pts) and q.shape == (2,)
+    assert np.array_equal(q_pts["2d"], pts) and q.shape == (2,)

@@ -74,6 +74,7 @@ class _Track:
     filter: Optional[LandmarkSmoother]
     crop: Optional[np.ndarray] = None  # the box the last crop was cut from
     box: Optional[np.ndarray] = None  # _box(points), kept beside them
+    points_3d: Optional[np.ndarray] = None  # float64 (68, 2): the 3d set of the same pass, if any
 
     def __post_init__(self) -> None:
         if self.box is None:
@@ -171,6 +172,9 @@ class FaceTracker:
             raise TrackingError(f"convention {convention!r}: this model has "
                                 f"{', '.join(landmarker.conventions)}")
         self.convention = convention
+        # A model with a 3d set gives it from the same pass: the faces carry it as points_3d
+        # (smoothed by the 2d points' correction) and their pose is fitted to it.
+        self._sets = (convention,) + (("3d",) if convention != "3d" and "3d" in landmarker.conventions else ())
         self.detect_every = whole("detect_every", detect_every, 0)
         self.keep_lost = whole("keep_lost", keep_lost, 0)
         self.redetect_every = whole("redetect_every", redetect_every, 1)
@@ -241,10 +245,12 @@ class FaceTracker:
         for tr in sorted(self._tracks, key=lambda x: x.id):
             if tr.filter is not None:
                 tr.shown = tr.filter(tr.points, t, scale=_face_size(tr.points))
+            # The 3d set comes from the same crop and pass, so it shares the 2d set's noise: it
+            # gets the same per-point correction the filter made (one filter, no second lag).
+            shown_3d = None if tr.points_3d is None else (tr.points_3d + (tr.shown - tr.points)).astype(np.float32)
             faces.append(Face(box=geometry.landmark_box(tr.shown).astype(np.float32),
                               score=tr.score, points=tr.shown.astype(np.float32), track_id=tr.id,
-                              convention=self.convention,
-                              quality=tr.quality))
+                              convention=self.convention, quality=tr.quality, points_3d=shown_3d))
         self._frame += 1
         self._last_t = t
         return faces
@@ -259,29 +265,34 @@ class FaceTracker:
 
     # --------------------------------------------------------------------------------------------
 
-    def _model(self, img: np.ndarray, squares: np.ndarray, scale: float,
-               shift: tuple[float, float]) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Points (N, 68, 2) in image pixels and quality (N,) (or None) for crops of boxes."""
+    def _model(self, img: np.ndarray, squares: np.ndarray, scale: float, shift: tuple[float, float]
+               ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        """Points (N, 68, 2) in image pixels, the 3d set's (or None) and quality (N,) (or None)
+        for crops of boxes."""
         lm = self.landmarker
-        s = lm.input_size
-        crops, mats = geometry.crops_from_boxes(img, squares, s, scale, shift)
+        crops, mats = geometry.crops_from_boxes(img, squares, lm.input_size, scale, shift)
         pred = lm.predictor
-        conv = {"convention": self.convention} if hasattr(pred, "conventions") else {}
         if hasattr(pred, "predict_crops_quality"):  # one pass for the points and the quality
-            pts, q = pred.predict_crops_quality(crops, **conv)
-        else:  # no quality: the detector decides when the face is lost
-            pts, q = pred.predict_crops(crops, **conv), None
-        return geometry.points_to_image(pts, mats).astype(np.float64), q
+            sets, q = pred.predict_crops_quality(crops, self._sets)
+        elif hasattr(pred, "predict_crops_sets"):  # no quality: the detector decides when a face is lost
+            sets, q = pred.predict_crops_sets(crops, self._sets), None
+        else:
+            sets, q = {self.convention: pred.predict_crops(crops)}, None
+        back = {name: geometry.points_to_image(p, mats).astype(np.float64) for name, p in sets.items()}
+        return back[self.convention], back.get("3d") if self.convention != "3d" else None, q
 
     def _track_step(self, img: np.ndarray, k: int) -> list[_Track]:
         """One pass over the live faces; returns the faces lost on this frame."""
         if not self._tracks:
             return []
         boxes = np.stack([tr.crop_square(self.predict_motion, self.crop_deadband) for tr in self._tracks])
-        pts, q = self._model(img, boxes, self.landmarker.crop_scale, (0.0, 0.0))
+        pts, pts3, q = self._model(img, boxes, self.landmarker.crop_scale, (0.0, 0.0))
         keep, lost = [], []
+        new_3d = {}
         for i, tr in enumerate(self._tracks):
             qi = None if q is None else float(q[i])
+            if pts3 is not None:
+                new_3d[tr.id] = pts3[i]
             (lost if qi is not None and qi < self.min_quality else keep).append((tr, pts[i], qi))
         keep, dup = self._drop_duplicates(keep)
         for tr, p, qi in keep:
@@ -289,6 +300,7 @@ class FaceTracker:
             move = ((new_c[:2] + new_c[2:]) - (old_c[:2] + old_c[2:])) / 2
             tr.velocity = VELOCITY_GAIN * move + (1 - VELOCITY_GAIN) * tr.velocity
             tr.points, tr.box, tr.quality, tr.last_frame = p, new_c, qi, k
+            tr.points_3d = new_3d.get(tr.id)
             if tr.filter is None:
                 tr.shown = p
         lost_tracks = [tr for tr, _, _ in lost] + dup
@@ -341,18 +353,18 @@ class FaceTracker:
         if not new:
             return
         # New faces: the detector's crop, then the crop of the landmarks found there.
-        p1, _ = self._model(img, dets[new, :4].astype(np.float64), scale, shift)
+        p1, _, _ = self._model(img, dets[new, :4].astype(np.float64), scale, shift)
         boxes2 = np.stack([_box(p) for p in p1])
-        p2, _ = self._model(img, boxes2, lm_scale, (0.0, 0.0))
+        p2, _, _ = self._model(img, boxes2, lm_scale, (0.0, 0.0))
         # A third pass, cut the way the following frames will be, so the first frame's answer
         # comes from the same crop as the next ones (the crop is kept within the dead band):
         # otherwise the step from the detection's crop to the tracking crop shows as jitter.
         boxes3 = np.stack([_box(p) for p in p2])
-        pts, q = self._model(img, boxes3, lm_scale, (0.0, 0.0))
-        cands = [(float(dets[d, 4]), pts[i], None if q is None else float(q[i]), boxes3[i])
-                 for i, d in enumerate(new)]
+        pts, pts3, q = self._model(img, boxes3, lm_scale, (0.0, 0.0))
+        cands = [(float(dets[d, 4]), pts[i], None if q is None else float(q[i]), boxes3[i],
+                  None if pts3 is None else pts3[i]) for i, d in enumerate(new)]
         cands = [c for c in cands if c[2] is None or c[2] >= self.min_quality]
-        for score, p, qi, crop in sorted(cands, key=lambda c: -c[0]):
+        for score, p, qi, crop, p3 in sorted(cands, key=lambda c: -c[0]):
             if self.max_faces is not None and len(self._tracks) >= self.max_faces:
                 break
             sq = _square(_box(p), lm_scale)
@@ -362,6 +374,7 @@ class FaceTracker:
                 continue  # a second detection of a face already tracked
             self._tracks.append(self._start(p, score, qi, k, sq))
             self._tracks[-1].crop = crop
+            self._tracks[-1].points_3d = p3
 
     def _start(self, points: np.ndarray, score: float, quality: Optional[float], k: int,
                square: np.ndarray) -> _Track:

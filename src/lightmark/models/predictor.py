@@ -103,9 +103,18 @@ class TorchPredictor:
         out = select_convention(self._raw(c), self.model_cfg, convention)
         return (self._decode(out) if decode_points else None), out
 
-    def predict_crops_quality(self, crops: np.ndarray, convention: str = "2d"
-                              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Points (N, K, 2) in crop pixels and each crop's face quality (N,)
-        (:mod:`lightmark.core.quality`; ``None`` for heads without one) from one pass."""
-        pts, raw = self.predict_crops_raw(crops, convention=convention)
-        return pts, face_quality(raw, self.model_cfg)
+    def predict_crops_quality(self, crops: np.ndarray, conventions: Sequence[str] = ("2d",)
+                              ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+        """Points of each of ``conventions`` ({name: (N, K, 2)} in crop pixels) and each crop's
+        face quality (N,) from the first convention's maps (:mod:`lightmark.core.quality`;
+        ``None`` for heads without one), all from one pass."""
+        c = self._check_crops(crops)
+        for name in conventions:
+            check_convention(self.model_cfg, name)  # before any work
+        if len(c) == 0:
+            return ({name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions},
+                    np.zeros((0,), np.float32))
+        out = self._raw(c)
+        maps = {name: select_convention(out, self.model_cfg, name) for name in conventions}
+        return ({name: self._decode(m) for name, m in maps.items()},
+                face_quality(maps[conventions[0]], self.model_cfg))

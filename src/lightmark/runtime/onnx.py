@@ -191,23 +191,34 @@ class OnnxPredictor:
             out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out
 
-    def predict_crops_quality(self, crops: np.ndarray, convention: str = "2d"
-                              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Points (N, K, 2) in crop pixels and each crop's face quality (N,)
-        (:mod:`lightmark.core.quality`; ``None`` for heads without one) from one pass."""
+    def predict_crops_quality(self, crops: np.ndarray, conventions: Sequence[str] = ("2d",)
+                              ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+        """Points of each of ``conventions`` ({name: (N, K, 2)} in crop pixels) and each crop's
+        face quality (N,) from the first convention's maps (:mod:`lightmark.core.quality`;
+        ``None`` for heads without one), all from one pass."""
         if not self.uses_moments:
-            pts, raw = self.predict_crops_raw(crops, convention=convention)
-            return pts, face_quality(raw, self.meta["model"])
+            pts = self.predict_crops_sets(crops, conventions) if len(conventions) > 1 else {}
+            first, raw = self.predict_crops_raw(crops, convention=conventions[0])
+            return {**pts, conventions[0]: first}, face_quality(raw, self.meta["model"])
         c = self._check_crops(crops)
-        self._check_convention(convention)
+        for name in conventions:
+            self._check_convention(name)
         if len(c) == 0:
-            return np.zeros((0, self.num_points, 2), np.float32), np.zeros((0,), np.float32)
+            return ({name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions},
+                    np.zeros((0,), np.float32))
         raw = self._run_chunks(c, "moments")
-        m = select_convention(np.concatenate(raw) if len(raw) > 1 else raw[0], self.meta["model"], convention)
-        pts, q = points_and_quality(m, self.input_size, self._hm_size)
-        if not np.all(np.isfinite(pts)):
-            raise ModelFileError(f"{self.onnx_path}: the model gave non-finite points (broken weights?)")
-        return pts, q
+        m = np.concatenate(raw) if len(raw) > 1 else raw[0]
+        out: dict[str, np.ndarray] = {}
+        q: Optional[np.ndarray] = None
+        for name in conventions:
+            part = select_convention(m, self.meta["model"], name)
+            if q is None:
+                out[name], q = points_and_quality(part, self.input_size, self._hm_size)
+            else:
+                out[name] = moments_to_points(part, self.input_size, self._hm_size)
+            if not np.all(np.isfinite(out[name])):
+                raise ModelFileError(f"{self.onnx_path}: the model gave non-finite points (broken weights?)")
+        return out, q
 
     def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:

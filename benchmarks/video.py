@@ -14,6 +14,11 @@ Not a timed test: run it by hand, it prints Markdown tables (and writes them wit
 * ``synth``: a clip from ``lightmark.synth`` (an ICT head on a smooth pose path with a fast
   sideways move, exact projected labels, jaw in the 300W contour convention), same metrics plus
   the lag of the face centre behind the truth.
+* ``pose``: ``Face.pose`` along the synth clip against the renderer's angles (negated: the
+  renderer turns the head the other way round on all three axes from AFLW2000-3D's ``Pose_Para``,
+  which ``head_pose`` follows; correlations about -0.99 / -0.88 / -0.98 on yaw / pitch / roll):
+  mean absolute error per angle and the mean frame-to-frame change, per frame and tracked, the
+  pose fitted to the 3d set (``Face.points_3d``) or to the 2d points.
 * ``speed``: frames/s at one thread tracking the synth clip's one face at 640x480, video decoding
   excluded (and measured on its own: an mp4v file of the clip read by OpenCV).
 * ``quality``: ROC AUC of the quality score, faces against background crops and badly shifted
@@ -54,7 +59,7 @@ SHARED = REPO.parent / "shared" / "data"
 AFW = SHARED / "300w" / "afw"
 HELEN = SHARED / "300w" / "helen_trainset"
 FPS = 30.0
-SECTIONS = ("still", "synth", "smoothers", "speed", "quality", "filter")
+SECTIONS = ("still", "synth", "pose", "smoothers", "speed", "quality", "filter")
 
 
 class BenchmarkError(SystemExit):
@@ -103,6 +108,12 @@ def pick(candidates: list[np.ndarray], gt: np.ndarray) -> Optional[np.ndarray]:
         if iou >= best_iou:
             best, best_iou = p, iou
     return best
+
+
+def pick_face(faces: list, gt: np.ndarray) -> Optional[Any]:
+    """:func:`pick` for ``Face`` objects: the face itself (its pose), or None."""
+    chosen = pick([f.points for f in faces], gt)
+    return next((f for f in faces if f.points is chosen), None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,6 +409,37 @@ def run_synth(methods: dict[str, Callable], clips: dict[str, tuple]) -> dict:
             m["mouth_lag_ms"] = signal_lag_ms(mouth_opening(pred), mouth_opening(truth), 0, len(truth))
             m["mouth_found"] = mm["found"]
         out[name] = m
+    return out
+
+
+def run_pose(lm: Any, clip: tuple) -> dict:
+    from lightmark import head_pose
+    from lightmark.tracking import FaceTracker
+
+    frames, truth, angles = clip
+    want = -np.asarray(angles, np.float64)  # the renderer's turns, in Pose_Para's sense
+    shape = frames[0].shape
+
+    def faces_of(kind: str) -> list:
+        if kind == "per frame":
+            return [pick_face(lm.predict_all(fr), g) for fr, g in zip(frames, truth)]
+        tr = FaceTracker(lm, smooth=kind.endswith("smoothing"), fps=FPS)
+        return [pick_face(tr.update(fr), g) for fr, g in zip(frames, truth)]
+
+    out: dict[str, dict] = {}
+    for kind in ("per frame", "track", "track + smoothing"):
+        faces = faces_of(kind)
+        for source in ("3d set (Face.pose)", "2d points"):
+            got = np.array([np.full(3, np.nan) if f is None else
+                            (f.pose if source.startswith("3d") else head_pose(f.points, shape, convention="2d"))
+                            for f in faces])
+            ok = np.isfinite(got).all(axis=1)
+            err = np.abs(got[ok] - want[ok])
+            steps = np.abs(np.diff(got, axis=0))
+            steps = steps[np.isfinite(steps).all(axis=1)]
+            out[f"{kind}, pose from the {source}"] = {
+                "found": float(ok.mean()), "mae": err.mean(axis=0).tolist(), "mean": float(err.mean()),
+                "step": steps.mean(axis=0).tolist()}
     return out
 
 
@@ -701,6 +743,15 @@ def markdown(res: dict) -> str:
                      f"{_p(m.get('nme_fast'))} | {ms(m.get('lag_ms'))} | {ms(m.get('lag_fast_ms'))} | "
                      f"{_p(m.get('mouth_nme'))} | {ms(m.get('mouth_lag_ms'))} |")
         L.append("")
+    if "pose" in res:
+        L.append("### Head pose along the moving synthetic clip (150 frames; the renderer's angles, negated)\n")
+        L.append("| method | found % | MAE yaw / pitch / roll deg | MAE mean deg | mean frame-to-frame change "
+                 "yaw / pitch / roll deg |")
+        L.append("|---|---|---|---|---|")
+        for name, m in res["pose"].items():
+            L.append(f"| {name} | {100 * m['found']:.1f} | {' / '.join(f'{v:.2f}' for v in m['mae'])} | "
+                     f"{m['mean']:.2f} | {' / '.join(f'{v:.3f}' for v in m['step'])} |")
+        L.append("")
     if "smoothers" in res:
         c = res["config"]
         L.append(f"### Smoothers on the same raw tracks (still: {c['photos']} AFW photos x {c['frames']} "
@@ -829,12 +880,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         res["still_shift"] = run_still(methods, args.photos, args.frames, args.noise, True, progress)
     clips = {}
     cache = Path(args.cache) if args.cache else None
-    if any(s in only for s in ("synth", "speed", "smoothers")):
+    if any(s in only for s in ("synth", "pose", "speed", "smoothers")):
         clips["motion"] = synth_clip("motion", args.noise, cache, progress)
     if any(s in only for s in ("synth", "smoothers")):
         clips["mouth"] = synth_clip("mouth", args.noise, cache, progress)
     if "synth" in only:
         res["synth"] = run_synth(methods, clips)
+    if "pose" in only:
+        res["pose"] = run_pose(lm, clips["motion"])
     if "smoothers" in only:
         res["smoothers"] = run_smoothers(lm, args.photos, args.frames, args.noise, clips, progress)
     if "speed" in only:

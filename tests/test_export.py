@@ -121,6 +121,16 @@ def _graph(initializers, nodes=None):
 def test_onnx_rules():
     ok = _graph([helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])])
     assert check_onnx_rules(ok)["float32_weights"] == 4
+    # A second output is allowed only as the integral head's "moments".
+    for name, allowed in (("moments", True), ("heatmaps", False)):
+        two = _graph([helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])])
+        two.graph.node.append(helper.make_node("Identity", ["output"], [name]))
+        two.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4]))
+        if allowed:
+            assert check_onnx_rules(two)["float32_weights"] == 4
+        else:
+            with pytest.raises(ModelRuleError, match="outputs"):
+                check_onnx_rules(two)
     f64 = _graph([helper.make_tensor("w", TensorProto.DOUBLE, [4], [1.0, 2.0, 3.0, 4.0])])
     with pytest.raises(ModelRuleError, match="float64"):
         check_onnx_rules(f64)
@@ -149,3 +159,28 @@ def test_long_integer_tensors_only_as_indices():
     added = _graph([perm], [helper.make_node("Add", ["input", "perm"], ["output"])])
     with pytest.raises(ModelRuleError, match="int64 with 100 elements"):
         check_onnx_rules(added)
+
+
+def test_graph_without_moments_is_decoded_in_numpy(tmp_path):
+    """A file exported before the moments output (one output) still runs, with the same points."""
+    from lightmark.core.files import sha256
+    from lightmark.runtime.onnx import OnnxPredictor
+
+    saved(tmp_path, tiny(head="integral", attention=None, heatmap_size=8))
+    out = export_onnx(tmp_path / "m.safetensors", tmp_path / "new.onnx", variants=())
+    proto = onnx.load(str(out))
+    keep = [o for o in proto.graph.output if o.name == "output"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(keep)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    meta = json.loads((tmp_path / "new.json").read_text())
+    meta["onnx_sha256"] = sha256(tmp_path / "old.onnx")
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+
+    new, old = OnnxPredictor(out), OnnxPredictor(tmp_path / "old.onnx")
+    assert new.uses_moments and not old.uses_moments
+    crops = np.random.default_rng(3).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(old.predict_crops(crops), new.predict_crops(crops), atol=1e-4)
+    (p_new, q_new), (p_old, q_old) = new.predict_crops_quality(crops), old.predict_crops_quality(crops)
+    np.testing.assert_allclose(p_old["2d"], p_new["2d"], atol=1e-4)
+    np.testing.assert_allclose(q_old, q_new, atol=1e-5)

@@ -120,15 +120,23 @@ class Landmarker:
     :class:`~lightmark.runtime.detector.FaceDetector` (default: the bundled one, loaded on first use).
     ``min_face``: the smallest face wanted, in photo pixels, for the bundled detector to size its
     input by (``FaceDetector(min_face=...)``); ``None`` (default) keeps its fixed 320x240 input.
+    ``flip``: also run each face's mirror image and average the two answers
+    (:mod:`lightmark.core.mirror`): more accurate, one more crop a face for the landmark model.
     """
 
     def __init__(self, model: Optional[PathLike] = None, backend: str = "auto", threads: int = 1,
                  refine: bool = True, detector: Optional[Detector] = None,
-                 score_threshold: float = 0.7, min_face: Optional[float] = None) -> None:
+                 score_threshold: float = 0.7, min_face: Optional[float] = None,
+                 flip: bool = False) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise LandmarkerError(f"threads must be a positive integer, got {threads!r}")
         self.backend, self.model_path = _resolve_model(model, backend)
         self.predictor = _load_predictor(self.backend, self.model_path, threads)
+        self.flip = bool(flip)
+        if self.flip:
+            from lightmark.core.mirror import MirrorAveraged
+
+            self.predictor = MirrorAveraged(self.predictor)
         self.threads = threads
         self.refine = bool(refine)
         self.score_threshold = float(score_threshold)
@@ -142,7 +150,7 @@ class Landmarker:
 
     def __repr__(self) -> str:
         return (f"Landmarker(model={str(self.model_path)!r}, backend={self.backend!r}, "
-                f"input_size={self.input_size}, refine={self.refine})")
+                f"input_size={self.input_size}, refine={self.refine}, flip={self.flip})")
 
     @property
     def input_size(self) -> int:

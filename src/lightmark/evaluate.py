@@ -55,7 +55,9 @@ def _model_info(predictor: Any) -> dict:
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
     return {
         "name": name,
-        "backend": type(predictor).__name__,
+        # A mirror-averaging wrapper (Landmarker(flip=True)) is reported as the model it wraps.
+        "backend": type(getattr(predictor, "inner", predictor)).__name__,
+        "flip": hasattr(predictor, "inner"),
         "sha256": meta.get("sha256"),
         "onnx_sha256": meta.get("onnx_sha256"),
         "head": model.get("head"),

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", help="NAME.onnx or NAME.safetensors (default: the bundled model)")
         sp.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
         sp.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+        sp.add_argument("--flip", action="store_true",
+                        help="also run each face's mirror image and average the two answers (more "
+                             "accurate; one more crop a face for the landmark model)")
 
     sp = add("info", models.cmd_info, "Parameters, float32 size and multiply-adds of a model.")
     sp.add_argument("--config", help="a run configuration (configs/*.yaml)")

@@ -27,7 +27,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     paths, scan_errors = _expand_images(args.images)  # an empty folder is reported, the rest go on
     if not paths:
         raise CliError("; ".join(scan_errors))
-    lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads,
+    lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
                     score_threshold=args.threshold)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from lightmark.api import Landmarker
 
-    landmarker = Landmarker(model=args.model, backend=args.backend, threads=args.threads)
+    landmarker = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip)
     predictor = landmarker.predictor
     detector = landmarker if args.boxes == "predict_all" else None
     if args.boxes == "detector":

@@ -47,6 +47,7 @@ def test_json_lines_and_annotated_video(clip, tmp_path, capsys) -> None:
         assert len(r["faces"]) == 1
         f = r["faces"][0]
         assert len(f["points"]) == 68 and len(f["box"]) == 4 and len(f["pose"]) == 3
+        assert len(f["points_3d"]) == 68  # the bundled model's 3d set, beside the 2d points
         assert all(abs(v) <= 180 for v in f["pose"])
         assert 0.5 < f["quality"] <= 1 and 0 < f["score"] <= 1
         ids.add(f["id"])

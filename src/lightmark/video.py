@@ -7,7 +7,8 @@ Per frame, the records hold the frame index, its time in seconds, and per face i
 (the tight box of the points), score (of the detection that last matched the face), quality
 (``lightmark.core.quality``), the 68 points and the head pose (yaw, pitch, roll in degrees,
 :mod:`lightmark.core.pose`). JSON Lines: one object per frame, ``{"frame", "time", "faces": [{"id", "box",
-"score", "quality", "points", "pose"}]}``; CSV: one row per face (a frame without faces gets one
+"score", "quality", "points", "points_3d", "pose"}]}`` (``points_3d``: the model's 3D-convention
+set beside 2d points, else null); CSV: one row per face (a frame without faces gets one
 row with the face fields empty), columns ``CSV_COLUMNS``. Both are flushed after every frame, so a
 run that stops early (input cut short, Ctrl-C) leaves complete lines for every frame done. The
 annotated video is written under a temporary name beside the target and renamed at the end; a
@@ -140,6 +141,8 @@ def face_record(face: Any) -> dict[str, Any]:
             "score": round(float(face.score), 4),
             "quality": None if face.quality is None else round(float(face.quality), 4),
             "points": np.round(np.asarray(face.points, np.float64), 2).tolist(),
+            "points_3d": None if getattr(face, "points_3d", None) is None
+            else np.round(np.asarray(face.points_3d, np.float64), 2).tolist(),
             "pose": pose}
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from lightmark.core import files
 from lightmark.synth import camera, ict
-from lightmark.synth.faces import JAW_SIDE, SynthError, check_count, contour_jaw, write_sample
+from lightmark.synth.faces import JAW_SIDE, check_count, contour_jaw, write_sample
 from lightmark.synth.raster import interpolate, rasterize
 from lightmark.core.errors import ProfileError
 

@@ -279,3 +279,30 @@ def test_a_teacher_that_sees_other_crops_is_refused_before_caching(tiny_faces: P
     cfg.train.teacher_weight, cfg.model.head, cfg.train.loss = 0.5, "heatmap", "mse"
     with pytest.raises(ValueError, match="needs a coordinate head"):
         train(cfg, log=lambda _m: None)
+
+
+def test_wing_loss_is_log_then_l1_and_meets_at_w() -> None:
+    import math
+
+    import torch
+
+    from lightmark.training.losses import WING_EPS, WING_W, point_loss
+
+    s = 100  # input size: percent of it = pixels here
+    zero = torch.zeros(1, 1, 2)
+
+    def wing(x: float) -> float:
+        return float(point_loss("wing", torch.tensor([[[x, 0.0]]]), zero, s)) * 2  # mean over x and y
+
+    assert wing(0.0) == 0.0
+    assert abs(wing(1.0) - WING_W * math.log1p(1.0 / WING_EPS)) < 1e-5
+    below, above = wing(WING_W - 1e-4), wing(WING_W + 1e-4)
+    assert abs(above - below) < 1e-3  # continuous where the pieces meet
+    assert abs((wing(WING_W + 2) - wing(WING_W + 1)) - 1.0) < 1e-5  # slope 1 (L1) beyond w
+    # Small errors pull harder than under L1 (slope w / (eps + |x|) > 1 near zero).
+    p = torch.tensor([[[0.5, 0.0]]], requires_grad=True)
+    point_loss("wing", p, zero, s).backward()
+    g_wing = float(p.grad[0, 0, 0])
+    p.grad = None
+    point_loss("l1", p, zero, s).backward()
+    assert g_wing > 2 * float(p.grad[0, 0, 0]) > 0

@@ -27,14 +27,14 @@ Attention = Literal["se", "coord"]
 Decoder = Literal["subpixel", "argmax"]
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
-Loss = Literal["mse", "l1"]
+Loss = Literal["mse", "l1", "wing"]
 #: Landmark conventions: "2d" (300W: the jaw on the visible contour) and "3d" (projected 3D points:
 #: AFLW2000-3D, FaceSynthetics, lightmark synth; the jaw where the bone is, hidden or not).
 Convention = Literal["2d", "3d"]
 CONVENTIONS: tuple[str, ...] = typing.get_args(Convention)
 #: Losses each head trains with.
-HEAD_LOSSES: dict[str, tuple[str, ...]] = {"heatmap": ("mse",), "integral": ("l1", "mse"),
-                                           "regression": ("l1", "mse")}
+HEAD_LOSSES: dict[str, tuple[str, ...]] = {"heatmap": ("mse",), "integral": ("l1", "mse", "wing"),
+                                           "regression": ("l1", "mse", "wing")}
 #: Older names of fields, accepted when reading (model files written before the rename).
 RENAMED = {"deconv_strides": "upsample_strides"}
 
@@ -108,7 +108,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [10, 15, 20])
     gamma: float = 0.4
     warmup_steps: int = 0
-    loss: Loss = "mse"  # "mse" on heatmaps; "l1" or "mse" on coordinates
+    loss: Loss = "mse"  # "mse" on heatmaps; "l1", "mse" or "wing" on coordinates
     steps_per_epoch: Optional[int] = None  # None: one pass over the mixed data
     max_minutes: Optional[float] = None  # stop cleanly (with a checkpoint) after this long
     seed: int = 0  # random seed of sampling and augmentation

@@ -1,6 +1,7 @@
-"""Losses: MSE on heatmaps (the original write-up's), L1/MSE on coordinates, and distillation."""
+"""Losses: MSE on heatmaps (the original write-up's), L1/MSE/Wing on coordinates, and distillation."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -41,12 +42,23 @@ def compute_loss(cfg: Config, output: torch.Tensor, target: torch.Tensor,
     return point_loss(cfg.train.loss, output_points(head, output, s), target, s)
 
 
+#: Wing loss (Feng et al., "Wing loss for robust facial landmark localisation", CVPR 2018) in
+#: percent of the input size: logarithmic below WING_W (steeper than L1 for small errors), L1
+#: beyond. The paper's w = 10, epsilon = 2 pixels of a 256 px input, scaled to percent.
+WING_W, WING_EPS = 4.0, 0.8
+
+
 def point_loss(loss: str, points: torch.Tensor, target: torch.Tensor, input_size: int) -> torch.Tensor:
-    """L1 or MSE between point sets, in percent of the input size."""
+    """L1, MSE or Wing between point sets (per coordinate), in percent of the input size."""
+    d = (points - target) / input_size * 100
     if loss == "l1":
-        return (points - target).abs().mean() / input_size * 100
+        return d.abs().mean()
     if loss == "mse":
-        return ((points - target) / input_size * 100).pow(2).mean()
+        return d.pow(2).mean()
+    if loss == "wing":
+        a = d.abs()
+        c = WING_W - WING_W * math.log(1 + WING_W / WING_EPS)  # makes the two pieces meet at WING_W
+        return torch.where(a < WING_W, WING_W * torch.log1p(a / WING_EPS), a - c).mean()
     raise ValueError(f"unknown loss {loss!r} for a coordinate head")
 
 

@@ -183,13 +183,18 @@ def softmax_moments(logits: np.ndarray) -> np.ndarray:
     return p @ moment_columns(h, w)
 
 
+def _cells(moments: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The mean of :func:`softmax_moments` as cell-centre indices (the moments are centred)."""
+    return (moments[..., :2] + np.array([(w - 1) / 2, (h - 1) / 2], np.float32)).astype(np.float32)
+
+
 def moments_to_points(moments: np.ndarray, input_size: int, hm_size: SizeLike) -> np.ndarray:
     """Crop-pixel points ``(B, K, 2)`` from :func:`softmax_moments` of ``hm_size`` maps."""
     h, w = _hw(hm_size)
     m = np.asarray(moments)
     if m.ndim != 3 or m.shape[-1] != 3:
         raise CodecError(f"moments must be (B, K, 3), got shape {m.shape}")
-    return heatmap_to_crop(m[..., :2] + np.array([(w - 1) / 2, (h - 1) / 2], np.float32), input_size, (h, w))
+    return heatmap_to_crop(_cells(m, h, w), input_size, (h, w))
 
 
 def soft_argmax(logits: np.ndarray) -> np.ndarray:
@@ -197,9 +202,8 @@ def soft_argmax(logits: np.ndarray) -> np.ndarray:
 
     This is the decoder of the ``integral`` head (Sun et al., "Integral human pose regression").
     """
-    m = softmax_moments(logits)
     h, w = np.shape(logits)[2:4]
-    return (m[..., :2] + np.array([(w - 1) / 2, (h - 1) / 2], np.float32)).astype(np.float32)
+    return _cells(softmax_moments(logits), h, w)
 
 
 # ----------------------------------------------------------------------------- coordinates

@@ -57,17 +57,15 @@ class MirrorAveraged:
 
     def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
         both, n = self._both(crops)
-        if n < 0:
-            return self.inner.predict_crops_sets(both, conventions)
         out = self.inner.predict_crops_sets(both, conventions)
-        return {name: self._average(p, n) for name, p in out.items()}
+        return out if n < 0 else {name: self._average(p, n) for name, p in out.items()}
 
     def predict_crops_quality(self, crops: np.ndarray, conventions: Sequence[str] = ("2d",)
                               ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
         both, n = self._both(crops)
-        if n < 0:
-            return self.inner.predict_crops_quality(both, conventions)
         pts, q = self.inner.predict_crops_quality(both, conventions)
+        if n < 0:
+            return pts, q
         quality = None if q is None else ((q[:n] + q[n:]) / 2).astype(np.float32)
         return {name: self._average(p, n) for name, p in pts.items()}, quality
 

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lightmark.core.codec import moments_to_points, softmax_moments
+from lightmark.core.codec import softmax_moments
 
 #: The spread (fraction of the map side) at which quality is 0.5. See docs/VIDEO.md.
 SPREAD_AT_HALF = 0.18
@@ -53,14 +53,6 @@ def softmax_spread(logits: np.ndarray) -> np.ndarray:
     if a.ndim != 4:
         raise ValueError(f"softmax_spread: expected (B, K, h, w) logits, got shape {a.shape}")
     return spread_from_moments(softmax_moments(a), a.shape[2:4])
-
-
-def points_and_quality(moments: np.ndarray, input_size: int, hm_size: tuple[int, int]
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Points in crop pixels ``(B, K, 2)`` and quality ``(B,)`` from the softmax moments: the
-    tracker's per-frame decode (the points are what ``codec.decode`` gives)."""
-    return (moments_to_points(moments, int(input_size), hm_size),
-            quality_from_spread(spread_from_moments(moments, hm_size)))
 
 
 def quality_from_spread(spread: np.ndarray) -> np.ndarray:

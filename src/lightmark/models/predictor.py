@@ -82,15 +82,22 @@ class TorchPredictor:
     def predict_crops(self, crops: np.ndarray, convention: str = "2d") -> np.ndarray:
         return self.predict_crops_sets(crops, (convention,))[convention]
 
-    def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
-        """Points of each of ``conventions`` from one pass of the model: {name: (N, K, 2)}."""
+    def _sets(self, crops: np.ndarray, conventions: Sequence[str]
+              ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+        """Points of each of ``conventions`` from one pass, and the first convention's raw output
+        (``None`` for no crops)."""
         c = self._check_crops(crops)
         for name in conventions:
             check_convention(self.model_cfg, name)  # before any work
         if len(c) == 0:
-            return {name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions}
+            return {name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions}, None
         out = self._raw(c)
-        return {name: self._decode(select_convention(out, self.model_cfg, name)) for name in conventions}
+        maps = {name: select_convention(out, self.model_cfg, name) for name in conventions}
+        return {name: self._decode(m) for name, m in maps.items()}, maps[conventions[0]]
+
+    def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
+        """Points of each of ``conventions`` from one pass of the model: {name: (N, K, 2)}."""
+        return self._sets(crops, conventions)[0]
 
     def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:
@@ -108,13 +115,5 @@ class TorchPredictor:
         """Points of each of ``conventions`` ({name: (N, K, 2)} in crop pixels) and each crop's
         face quality (N,) from the first convention's maps (:mod:`lightmark.core.quality`;
         ``None`` for heads without one), all from one pass."""
-        c = self._check_crops(crops)
-        for name in conventions:
-            check_convention(self.model_cfg, name)  # before any work
-        if len(c) == 0:
-            return ({name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions},
-                    np.zeros((0,), np.float32))
-        out = self._raw(c)
-        maps = {name: select_convention(out, self.model_cfg, name) for name in conventions}
-        return ({name: self._decode(m) for name, m in maps.items()},
-                face_quality(maps[conventions[0]], self.model_cfg))
+        pts, first = self._sets(crops, conventions)
+        return pts, (np.zeros((0,), np.float32) if first is None else face_quality(first, self.model_cfg))

@@ -21,7 +21,7 @@ from lightmark.core.codec import (check_convention, conventions_of, decode, mome
 from lightmark.core.imaging import to_input
 from lightmark.core.errors import CodecError, ConventionError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
-from lightmark.core.quality import face_quality, points_and_quality
+from lightmark.core.quality import face_quality, quality_from_spread, spread_from_moments
 from lightmark.runtime.session import make_session
 
 PathLike = Union[str, Path]
@@ -176,49 +176,37 @@ class OnnxPredictor:
         ``convention``: which of the model's landmark sets (``self.conventions``)."""
         return self.predict_crops_sets(crops, (convention,))[convention]
 
-    def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
-        """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""
+    def _sets(self, crops: np.ndarray, conventions: Sequence[str]
+              ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+        """Points of each of ``conventions`` from one pass, and the first convention's share of
+        what the pass gave (its moments, or its maps for a graph without them; ``None`` for no
+        crops)."""
         c = self._check_crops(crops)
         for name in conventions:
             self._check_convention(name)
         if len(c) == 0:
-            return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}
-        what = "moments" if self.uses_moments else "output"
-        raw = self._run_chunks(c, what)
-        out = {}
-        for name in conventions:
-            parts = [self._decode(select_convention(y, self.meta["model"], name), self.uses_moments) for y in raw]
-            out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return out
+            return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}, None
+        raw = self._run_chunks(c, "moments" if self.uses_moments else "output")
+        y = raw[0] if len(raw) == 1 else np.concatenate(raw)
+        parts = {name: select_convention(y, self.meta["model"], name) for name in conventions}
+        return ({name: self._decode(p, self.uses_moments) for name, p in parts.items()},
+                parts[conventions[0]])
+
+    def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
+        """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""
+        return self._sets(crops, conventions)[0]
 
     def predict_crops_quality(self, crops: np.ndarray, conventions: Sequence[str] = ("2d",)
                               ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
         """Points of each of ``conventions`` ({name: (N, K, 2)} in crop pixels) and each crop's
         face quality (N,) from the first convention's maps (:mod:`lightmark.core.quality`;
         ``None`` for heads without one), all from one pass."""
-        if not self.uses_moments:
-            pts = self.predict_crops_sets(crops, conventions) if len(conventions) > 1 else {}
-            first, raw = self.predict_crops_raw(crops, convention=conventions[0])
-            return {**pts, conventions[0]: first}, face_quality(raw, self.meta["model"])
-        c = self._check_crops(crops)
-        for name in conventions:
-            self._check_convention(name)
-        if len(c) == 0:
-            return ({name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions},
-                    np.zeros((0,), np.float32))
-        raw = self._run_chunks(c, "moments")
-        m = np.concatenate(raw) if len(raw) > 1 else raw[0]
-        out: dict[str, np.ndarray] = {}
-        q: Optional[np.ndarray] = None
-        for name in conventions:
-            part = select_convention(m, self.meta["model"], name)
-            if q is None:
-                out[name], q = points_and_quality(part, self.input_size, self._hm_size)
-            else:
-                out[name] = moments_to_points(part, self.input_size, self._hm_size)
-            if not np.all(np.isfinite(out[name])):
-                raise ModelFileError(f"{self.onnx_path}: the model gave non-finite points (broken weights?)")
-        return out, q
+        pts, first = self._sets(crops, conventions)
+        if first is None:
+            return pts, np.zeros((0,), np.float32)
+        if self.uses_moments:
+            return pts, quality_from_spread(spread_from_moments(first, self._hm_size))
+        return pts, face_quality(first, self.meta["model"])
 
     def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:

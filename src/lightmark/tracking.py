@@ -32,6 +32,7 @@ feed back into the crops. Measurements (jitter, lag, frames/s) are in docs/VIDEO
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
@@ -82,17 +83,21 @@ class _Track:
 
     def crop_square(self, predict: bool = True, deadband: float = 0.0) -> np.ndarray:
         """x1, y1, x2, y2 of the box the next crop is cut from (before the crop scale)."""
-        b = self.box
+        # Plain floats: this runs per face and frame, and numpy's per-call cost on four numbers
+        # was most of its time (the same float64 operations, so the same results).
+        x0, y0, x1, y1 = self.box.tolist()
         if predict:
-            b = b + np.concatenate([self.velocity, self.velocity])
+            vx, vy = self.velocity.tolist()
+            x0, y0, x1, y1 = x0 + vx, y0 + vy, x1 + vx, y1 + vy
         if self.crop is not None and deadband > 0:
-            side = max(b[2] - b[0], b[3] - b[1])
-            old = max(self.crop[2] - self.crop[0], self.crop[3] - self.crop[1])
-            moved = np.abs((b[:2] + b[2:]) - (self.crop[:2] + self.crop[2:])).max() / 2
+            c0, c1, c2, c3 = self.crop.tolist()
+            side = max(x1 - x0, y1 - y0)
+            old = max(c2 - c0, c3 - c1)
+            moved = max(abs((x0 + x1) - (c0 + c2)), abs((y0 + y1) - (c1 + c3))) / 2
             if moved < deadband * side and abs(side / old - 1) < deadband:
                 return self.crop
-        self.crop = b
-        return b
+        self.crop = np.array([x0, y0, x1, y1])
+        return self.crop
 
 
 def _square(box: np.ndarray, scale: float, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
@@ -130,14 +135,15 @@ def _greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
 
 def _box(points: np.ndarray) -> np.ndarray:
     """Tight box of the points, at least 2 px a side (a collapsed answer cannot make an empty box)."""
-    b = geometry.landmark_box(points)
-    c, half = (b[:2] + b[2:]) / 2, np.maximum((b[2:] - b[:2]) / 2, 1.0)
-    return np.concatenate([c - half, c + half])
+    x0, y0, x1, y1 = geometry.landmark_box(points).tolist()
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hx, hy = max((x1 - x0) / 2, 1.0), max((y1 - y0) / 2, 1.0)
+    return np.array([cx - hx, cy - hy, cx + hx, cy + hy])
 
 
 def _face_size(points: np.ndarray) -> float:
-    b = geometry.landmark_box(points)
-    return float(np.sqrt(max(b[2] - b[0], 1.0) * max(b[3] - b[1], 1.0)))
+    x0, y0, x1, y1 = geometry.landmark_box(points).tolist()
+    return math.sqrt(max(x1 - x0, 1.0) * max(y1 - y0, 1.0))
 
 
 class FaceTracker:
@@ -278,8 +284,14 @@ class FaceTracker:
             sets, q = pred.predict_crops_sets(crops, self._sets), None
         else:
             sets, q = {self.convention: pred.predict_crops(crops)}, None
-        back = {name: geometry.points_to_image(p, mats).astype(np.float64) for name, p in sets.items()}
-        return back[self.convention], back.get("3d") if self.convention != "3d" else None, q
+        main = sets[self.convention]
+        other = sets.get("3d") if self.convention != "3d" else None
+        if other is None:
+            return geometry.points_to_image(main, mats).astype(np.float64), None, q
+        # Both sets through the same matrices in one call (the mapping is per point).
+        both = geometry.points_to_image(np.concatenate([main, other], axis=1), mats).astype(np.float64)
+        k = main.shape[1]
+        return both[:, :k], both[:, k:], q
 
     def _track_step(self, img: np.ndarray, k: int) -> list[_Track]:
         """One pass over the live faces; returns the faces lost on this frame."""

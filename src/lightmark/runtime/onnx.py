@@ -148,8 +148,9 @@ class OnnxPredictor:
                                      f"({type(e).__name__}: {str(e)[:300]})") from None
         return raw
 
-    def _decode(self, y: np.ndarray, moments: bool = False) -> np.ndarray:
-        """Points of one convention's raw output, or of its moments (``moments=True``)."""
+    def _decode(self, y: np.ndarray, moments: bool = False, sets: int = 1) -> np.ndarray:
+        """Points of one convention's raw output, or of the moments (``moments=True``) of
+        ``sets`` conventions' maps side by side."""
         try:
             if moments:
                 pts = moments_to_points(y, self.input_size, self._hm_size)
@@ -158,9 +159,10 @@ class OnnxPredictor:
         except CodecError as e:
             raise ModelFileError(f"{self.onnx_path}: its output does not fit {self.json_path.name} "
                                  f"({e})") from None
-        if pts.shape[1:] != (self.num_points, 2) or not np.all(np.isfinite(pts)):
+        want = (sets * self.num_points, 2)
+        if pts.shape[1:] != want or not np.isfinite(pts).all():
             # NaN points are never an answer: the weights are broken (or the graph is not a model).
-            what = "non-finite points" if pts.shape[1:] == (self.num_points, 2) else f"output of shape {pts.shape}"
+            what = "non-finite points" if pts.shape[1:] == want else f"output of shape {pts.shape}"
             raise ModelFileError(f"{self.onnx_path}: the model gave {what} (broken weights?)")
         return pts
 
@@ -188,9 +190,15 @@ class OnnxPredictor:
             return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}, None
         raw = self._run_chunks(c, "moments" if self.uses_moments else "output")
         y = raw[0] if len(raw) == 1 else np.concatenate(raw)
-        parts = {name: select_convention(y, self.meta["model"], name) for name in conventions}
-        return ({name: self._decode(p, self.uses_moments) for name, p in parts.items()},
-                parts[conventions[0]])
+        model = self.meta["model"]
+        first = select_convention(y, model, conventions[0])
+        if self.uses_moments:
+            # The moments of every set's maps are one small array: one decode for all of them
+            # (per set, the numpy calls' fixed cost was most of a tracked frame's decoding).
+            every = self._decode(y, True, len(self.conventions))
+            return {name: select_convention(every, model, name) for name in conventions}, first
+        parts = {name: select_convention(y, model, name) for name in conventions}
+        return {name: self._decode(p) for name, p in parts.items()}, first
 
     def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
         """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""

@@ -144,7 +144,6 @@ def cpu_load() -> tuple[float, float]:
 def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[str, list[Callable]]:
     """One callable per photo for every stage, each on the previous stage's real output."""
     from lightmark.core import geometry
-    from lightmark.core.codec import decode, moments_to_points, select_convention
     from lightmark.core.imaging import load_image, to_input
 
     det, pred = lm.detector, lm.predictor
@@ -162,16 +161,9 @@ def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[st
         crops, mats = geometry.crops_from_boxes(img, boxes, s, scale, shift)
         xin = to_input(crops)
         # What predict_all runs and decodes: the graph's softmax moments when it has them, else the maps.
-        out = "moments" if getattr(pred, "uses_moments", False) else "output"
+        out = pred.pass_output
         y = pred.run(xin, out)
-
-        def decode_set(y: np.ndarray, c: str) -> np.ndarray:
-            part = select_convention(y, pred.meta["model"], c)
-            if out == "moments":
-                return moments_to_points(part, s, int(pred.meta["model"]["heatmap_size"]))
-            return decode(part, pred.meta["model"], pred.meta.get("codec"))
-
-        cpts = decode_set(y, "2d")
+        cpts = pred.decode_output(y, ["2d"])["2d"]
         pts = geometry.points_to_image(cpts, mats)
         lm_boxes = np.stack([geometry.landmark_box(p) for p in pts])
         tasks["image decode"].append(lambda f=f: load_image(f))
@@ -182,7 +174,7 @@ def stage_tasks(lm: Any, photos: list[np.ndarray], files: list[Path]) -> dict[st
         tasks["input normalisation"].append(lambda c=crops: to_input(c))
         tasks["landmark network"].append(lambda xin=xin: pred.run(xin, out))
         # predict_all decodes the 2d set and, for a model that has one, the 3d set (Face.points_3d)
-        tasks["decoding"].append(lambda y=y: [decode_set(y, c) for c in sets])
+        tasks["decoding"].append(lambda y=y: pred.decode_output(y, sets))
         tasks["mapping back"].append(lambda c=cpts, m=mats: geometry.points_to_image(c, m))
         tasks["refinement pass"].append(
             lambda img=img, b=lm_boxes: lm._run([img], [b], lm.crop_scale, (0.0, 0.0), sets))

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lightmark.core.geometry import FLIP_PERMUTATION
+from lightmark.core.geometry import flip_points_in_crop
 
 
 def mirror_crop_points(points: np.ndarray, size: int) -> np.ndarray:
@@ -20,7 +20,7 @@ def mirror_crop_points(points: np.ndarray, size: int) -> np.ndarray:
     x mirrored about the crop's centre (pixel centres: x -> size - 1 - x) and left/right relabelled."""
     p = np.array(points, dtype=np.float32)
     p[..., 0] = (size - 1) - p[..., 0]
-    return p[..., FLIP_PERMUTATION, :]
+    return flip_points_in_crop(p)
 
 
 class MirrorAveraged:

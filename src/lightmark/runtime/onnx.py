@@ -188,17 +188,25 @@ class OnnxPredictor:
             self._check_convention(name)
         if len(c) == 0:
             return {name: np.zeros((0, self.num_points, 2), np.float32) for name in conventions}, None
-        raw = self._run_chunks(c, "moments" if self.uses_moments else "output")
+        raw = self._run_chunks(c, self.pass_output)
         y = raw[0] if len(raw) == 1 else np.concatenate(raw)
+        return self.decode_output(y, conventions), select_convention(y, self.meta["model"], conventions[0])
+
+    @property
+    def pass_output(self) -> str:
+        """The graph output a pass reads: ``"moments"`` when the points come from them, else ``"output"``."""
+        return "moments" if self.uses_moments else "output"
+
+    def decode_output(self, y: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
+        """Points in crop pixels of each of ``conventions`` ({name: (N, K, 2)}) from a pass's
+        :attr:`pass_output` ``y`` (all conventions' channels)."""
         model = self.meta["model"]
-        first = select_convention(y, model, conventions[0])
         if self.uses_moments:
             # The moments of every set's maps are one small array: one decode for all of them
             # (per set, the numpy calls' fixed cost was most of a tracked frame's decoding).
             every = self._decode(y, True, len(self.conventions))
-            return {name: select_convention(every, model, name) for name in conventions}, first
-        parts = {name: select_convention(y, model, name) for name in conventions}
-        return {name: self._decode(p) for name, p in parts.items()}, first
+            return {name: select_convention(every, model, name) for name in conventions}
+        return {name: self._decode(select_convention(y, model, name)) for name in conventions}
 
     def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
         """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""

@@ -181,3 +181,25 @@ def test_info_reads_a_dotted_model_name(tmp_path, capsys) -> None:
     rc, out, err = run(["info", "--model", str(tmp_path / "m.v2")], capsys)
     assert rc == 0, err
     assert "input 64x64" in out
+
+
+def test_detect_mirror_reaches_the_detector(model, group_photo, tmp_path, capsys, monkeypatch) -> None:
+    from lightmark.runtime.detector import FaceDetector
+
+    made = []
+    real_init = FaceDetector.__init__
+
+    def spy(self, *a, **kw):
+        real_init(self, *a, **kw)
+        made.append(self.mirror)
+
+    monkeypatch.setattr(FaceDetector, "__init__", spy)
+    rc, _, err = run(["predict", str(group_photo), "--model", model, "--detect-mirror",
+                      "--json", str(tmp_path / "r.json")], capsys)
+    assert rc == 0, err
+    assert made == [True]
+    faces = json.loads((tmp_path / "r.json").read_text())["images"][0]["faces"]
+    assert len(faces) >= 3
+    rc, _, _ = run(["predict", str(group_photo), "--model", model, "--json", str(tmp_path / "s.json")],
+                   capsys)
+    assert rc == 0 and made == [True, False]

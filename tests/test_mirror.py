@@ -69,3 +69,13 @@ def test_cli_evaluate_records_flip(tmp_path, capsys):
     assert main(["evaluate", "--data", str(sample), "--flip", "--quiet", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["model"]["flip"] is True and report["model"]["backend"] == "OnnxPredictor"
+
+
+def test_detect_mirror_is_for_the_bundled_detector_only():
+    from lightmark.core.errors import LandmarkerError
+    from lightmark.runtime.detector import FaceDetector
+
+    lm = Landmarker(detect_mirror=True)
+    assert lm.detector.mirror and not Landmarker().detector.mirror
+    with pytest.raises(LandmarkerError, match="detect_mirror"):
+        Landmarker(detect_mirror=True, detector=FaceDetector())

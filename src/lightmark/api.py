@@ -122,12 +122,14 @@ class Landmarker:
     input by (``FaceDetector(min_face=...)``); ``None`` (default) keeps its fixed 320x240 input.
     ``flip``: also run each face's mirror image and average the two answers
     (:mod:`lightmark.core.mirror`): more accurate, one more crop a face for the landmark model.
+    ``detect_mirror``: the bundled detector also runs on each photo's mirror image
+    (``FaceDetector(mirror=True)``): it then finds most of the profiles it misses, for twice its time.
     """
 
     def __init__(self, model: Optional[PathLike] = None, backend: str = "auto", threads: int = 1,
                  refine: bool = True, detector: Optional[Detector] = None,
                  score_threshold: float = 0.7, min_face: Optional[float] = None,
-                 flip: bool = False) -> None:
+                 flip: bool = False, detect_mirror: bool = False) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise LandmarkerError(f"threads must be a positive integer, got {threads!r}")
         self.backend, self.model_path = _resolve_model(model, backend)
@@ -140,6 +142,10 @@ class Landmarker:
         self.threads = threads
         self.refine = bool(refine)
         self.score_threshold = float(score_threshold)
+        if detect_mirror and detector is not None:
+            raise LandmarkerError("detect_mirror applies to the bundled detector; pass "
+                                  "FaceDetector(mirror=True) as the detector instead")
+        self.detect_mirror = bool(detect_mirror)
         if min_face is not None and detector is not None:
             raise LandmarkerError("min_face applies to the bundled detector; set it on the detector "
                                   "you pass instead")
@@ -169,7 +175,8 @@ class Landmarker:
                     from lightmark.runtime.detector import FaceDetector
 
                     self._detector = FaceDetector(score_threshold=self.score_threshold,
-                                                  threads=self.threads, min_face=self.min_face)
+                                                  threads=self.threads, min_face=self.min_face,
+                                                  mirror=self.detect_mirror)
         return self._detector
 
     def face_box_mapping(self) -> tuple[float, tuple[float, float]]:

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--flip", action="store_true",
                         help="also run each face's mirror image and average the two answers (more "
                              "accurate; one more crop a face for the landmark model)")
+        sp.add_argument("--detect-mirror", action="store_true",
+                        help="also run the face detector on the mirror image: finds most of the "
+                             "profiles it misses, for twice the detector's time")
 
     sp = add("info", models.cmd_info, "Parameters, float32 size and multiply-adds of a model.")
     sp.add_argument("--config", help="a run configuration (configs/*.yaml)")

@@ -28,6 +28,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     if not paths:
         raise CliError("; ".join(scan_errors))
     lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
+                    detect_mirror=args.detect_mirror,
                     score_threshold=args.threshold)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -61,13 +61,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from lightmark.api import Landmarker
 
-    landmarker = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip)
+    landmarker = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
+                            detect_mirror=args.detect_mirror)
     predictor = landmarker.predictor
     detector = landmarker if args.boxes == "predict_all" else None
     if args.boxes == "detector":
         from lightmark.runtime.detector import FaceDetector
 
-        detector = FaceDetector(threads=args.threads)
+        detector = FaceDetector(threads=args.threads, mirror=args.detect_mirror)
     report = evaluate(predictor, args.data, split=args.split, box_source=args.boxes,
                       detector=detector, seed=args.seed, progress=not args.quiet,
                       convention=args.convention)

@@ -159,6 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise CliError("; ".join(scan_errors))
     lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
+                    detect_mirror=args.detect_mirror,
                     refine=not args.no_refine, score_threshold=args.threshold)
     if args.convention not in lm.conventions:
         raise CliError(f"--convention {args.convention}: {lm.model_path.name} has "

@@ -16,6 +16,7 @@ import numpy as np
 
 from lightmark.core.boxmap import DEFAULT_MAPPING, BoxMapping, box_mapping_from_dict, load_box_mapping
 from lightmark.core.errors import DetectorError, ModelFileError
+from lightmark.core.geometry import box_iou
 from lightmark.core.imaging import ImageLike, as_image
 from lightmark.runtime.session import make_session
 
@@ -83,12 +84,17 @@ class FaceDetector:
     smallest anchor), in steps of 80x60: smaller than 320x240 (faster) when only large faces are
     wanted, larger (slower, finds smaller faces) for small faces in big photos. Sizes other than
     320x240 run ``version-RFB-anysize.onnx``. docs/SPEED.md has recall and time per setting.
+
+    ``mirror``: also run the network on the mirror image of its input and keep the boxes of both
+    passes (one NMS over the union). The network is not left-right symmetric: it scores many
+    profiles facing one way far lower than their mirror images, so the second pass finds most of
+    the profiles the first misses, for twice the network's time (docs/MODEL_CARD.md, "Detector").
     """
 
     def __init__(self, model_path: Optional[PathLike] = None, score_threshold: float = 0.7,
                  nms_iou: float = 0.3, top_k: int = 200, threads: int = 1,
                  box_mapping: Union[PathLike, dict, BoxMapping, None] = None,
-                 min_face: Optional[float] = None) -> None:
+                 min_face: Optional[float] = None, mirror: bool = False) -> None:
         if min_face is not None and not (isinstance(min_face, (int, float)) and np.isfinite(min_face)
                                          and min_face > 0):
             raise DetectorError(f"min_face must be a positive number of pixels or None, got {min_face!r}")
@@ -104,6 +110,7 @@ class FaceDetector:
         self.top_k = int(top_k)
         self.min_face = None if min_face is None else float(min_face)
         self.threads = int(threads)
+        self.mirror = bool(mirror)
         self._anysize: Optional[object] = None
         try:
             self._session = make_session(self.model_path, threads, "face detector")
@@ -189,11 +196,24 @@ class FaceDetector:
         """Faces in ``image`` (array or path): float32 (N, 5) x1, y1, x2, y2, score, best first."""
         img = as_image(image)
         hw = self.input_hw_for(img.shape)
-        if hw == self.input_hw:
-            scores, boxes = self.run_network(self.preprocess(img))
-        else:
-            scores, boxes = self.run_anysize(self.preprocess(img, hw))
-        return self.postprocess(scores, boxes, img.shape)
+        run = self.run_network if hw == self.input_hw else self.run_anysize
+        x = self.preprocess(img, None if hw == self.input_hw else hw)
+        found = self.postprocess(*run(x), img.shape)
+        if not self.mirror:
+            return found
+        # The mirrored input is the mirror of the whole padded canvas, so its boxes map back
+        # exactly by x -> 1 - x in fractions of the canvas. They only add faces the first pass
+        # missed: where both passes see a face the first pass's box is kept, the one the fitted
+        # box mapping was made for.
+        s2, b2 = run(np.ascontiguousarray(x[..., ::-1]))
+        b2 = np.stack([1.0 - b2[..., 2], b2[..., 1], 1.0 - b2[..., 0], b2[..., 3]], axis=-1)
+        extra = self.postprocess(s2, b2, img.shape)
+        if len(found) and len(extra):
+            extra = extra[box_iou(extra[:, :4], found[:, :4]).max(axis=1) < self.nms_iou]
+        if not len(extra):
+            return found
+        both = np.concatenate([found, extra])
+        return both[np.argsort(-both[:, 4], kind="stable")][:self.top_k]
 
     def run_anysize(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``scores`` and decoded ``boxes`` (fractions) for an input of any size, by the

@@ -1,8 +1,9 @@
 """Copy a trained checkpoint into the package as the bundled default model, and export its ONNX.
 
-Usage: python scripts/bundle_model.py runs/default/best [NOTE]
-Writes src/lightmark/assets/model/lightmark.{safetensors,onnx,json}; NOTE goes into the JSON
-(e.g. "interim: epoch 6 of 40"), so a bundled model always says what it is.
+Usage: python scripts/bundle_model.py runs/default/best [NOTE] [--name accurate]
+Writes src/lightmark/assets/model/lightmark.{safetensors,onnx,json} (with --name NAME:
+lightmark-NAME.*, the bundled model of that name in lightmark.api.BUNDLED_MODELS); NOTE goes into
+the JSON (e.g. "interim: epoch 6 of 40"), so a bundled model always says what it is.
 """
 from __future__ import annotations
 
@@ -14,20 +15,27 @@ from lightmark.export import export_onnx
 from lightmark.core.files import write_text
 from lightmark.models import load_model, save_model
 
-ASSET = Path("src/lightmark/assets/model/lightmark")
+ASSET_DIR = Path("src/lightmark/assets/model")
 
 
-def main(checkpoint: str, note: str = "") -> None:
+def main(checkpoint: str, note: str = "", name: str = "default") -> None:
+    asset = ASSET_DIR / ("lightmark" if name == "default" else f"lightmark-{name}")
     model, meta = load_model(checkpoint if checkpoint.endswith(".safetensors") else f"{checkpoint}.safetensors")
     meta = {k: v for k, v in meta.items() if k not in ("sha256", "format")}
     meta["source_checkpoint"] = checkpoint
     meta["note"] = note
-    save_model(model, meta, ASSET)
-    export_onnx(f"{ASSET}.safetensors", f"{ASSET}.onnx")
-    final = json.loads(Path(f"{ASSET}.json").read_text())
-    write_text(Path(f"{ASSET}.json"), json.dumps(final, indent=1))
-    print(f"bundled {checkpoint} (epoch {final.get('epoch')}) as {ASSET}.onnx/.safetensors")
+    save_model(model, meta, asset)
+    export_onnx(f"{asset}.safetensors", f"{asset}.onnx")
+    final = json.loads(Path(f"{asset}.json").read_text())
+    write_text(Path(f"{asset}.json"), json.dumps(final, indent=1))
+    print(f"bundled {checkpoint} (epoch {final.get('epoch')}) as {asset}.onnx/.safetensors")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    name = "default"
+    if "--name" in args:
+        i = args.index("--name")
+        name = args[i + 1]
+        del args[i:i + 2]
+    main(*args, name=name)

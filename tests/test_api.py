@@ -147,11 +147,24 @@ def test_bad_images_and_arguments(lm, tmp_path, model_path):
 
 
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(api, "DEFAULT_MODEL", tmp_path / "model" / "lightmark.onnx")
-    with pytest.raises(ModelNotFoundError, match="bundled landmark model is missing"):
+    monkeypatch.setattr(api, "BUNDLED_MODELS", {"default": tmp_path / "model" / "lightmark.onnx",
+                                                "accurate": tmp_path / "model" / "big.onnx"})
+    with pytest.raises(ModelNotFoundError, match="bundled 'default' landmark model is missing"):
         Landmarker()
-    with pytest.raises(LandmarkerError, match="torch"):
+    with pytest.raises(ModelNotFoundError, match="big.onnx: the bundled 'accurate'"):
+        Landmarker(model="accurate")
+    with pytest.raises(ModelNotFoundError, match=r"lightmark\.safetensors"):
         Landmarker(backend="torch")
+
+
+def test_bundled_models_by_name():
+    assert Landmarker(model="default").model_path == api.DEFAULT_MODEL
+    accurate = api.BUNDLED_MODELS["accurate"]
+    if not accurate.is_file():
+        pytest.skip(f"{accurate.name} is not bundled in this checkout")
+    big = Landmarker(model="accurate")
+    assert big.model_path == accurate and big.conventions == Landmarker().conventions
+    assert big.input_size == Landmarker().input_size
 
 
 def test_predict_all_on_a_photo(lm, tiny_faces):

@@ -40,6 +40,9 @@ PathLike = Union[str, Path]
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSET_DIR / "model" / "lightmark.onnx"
+#: Bundled models by name (``Landmarker(model=NAME)``, ``--model NAME``): ``"default"`` is the fast
+#: one used when no model is given; ``"accurate"`` a larger network (docs/MODEL_CARD.md).
+BUNDLED_MODELS = {"default": DEFAULT_MODEL, "accurate": ASSET_DIR / "model" / "lightmark-accurate.onnx"}
 
 BACKENDS = ("auto", "onnx", "torch")
 BOX_KINDS = ("face", "landmarks")
@@ -61,15 +64,17 @@ def _resolve_model(model: Optional[PathLike], backend: str) -> tuple[str, Path]:
     if backend not in BACKENDS:
         raise LandmarkerError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if model is None:
+        model = "default"
+    if isinstance(model, str) and model in BUNDLED_MODELS and not Path(model).exists():
+        path = BUNDLED_MODELS[model]
         if backend == "torch":
-            raise LandmarkerError("backend='torch' needs model=PATH to a .safetensors file; "
-                                  "the bundled model is ONNX")
-        if not DEFAULT_MODEL.is_file():
+            path = path.with_suffix(".safetensors")
+        if not path.is_file():
             raise ModelNotFoundError(
-                f"{DEFAULT_MODEL}: the bundled landmark model is missing from this installation "
+                f"{path}: the bundled {model!r} landmark model is missing from this installation "
                 "(it is added by the training/export step). Pass Landmarker(model=PATH) with a "
                 "NAME.onnx (+ NAME.json) or NAME.safetensors (+ NAME.json) model.")
-        return "onnx", DEFAULT_MODEL
+        return ("torch" if backend == "torch" else "onnx"), path
     p = Path(model)
     suffix = p.suffix.lower()
     paths = model_paths(p)
@@ -113,8 +118,9 @@ def _load_predictor(backend: str, path: Path, threads: int) -> Predictor:
 class Landmarker:
     """68-point landmarks for faces in photos.
 
-    ``model``: ``None`` (the bundled ONNX model), or a path to ``NAME.onnx`` / ``NAME.safetensors``
-    (each with ``NAME.json`` beside it). ``backend``: ``"auto"`` (from the file), ``"onnx"`` or
+    ``model``: ``None`` or ``"default"`` (the bundled fast model), ``"accurate"`` (the bundled larger
+    one, :data:`BUNDLED_MODELS`), or a path to ``NAME.onnx`` / ``NAME.safetensors`` (each with
+    ``NAME.json`` beside it). ``backend``: ``"auto"`` (from the file), ``"onnx"`` or
     ``"torch"``. ``threads``: CPU threads for the model and the detector. ``refine``: re-crop on the
     first prediction's landmark box and predict again. ``detector``: a ready
     :class:`~lightmark.runtime.detector.FaceDetector` (default: the bundled one, loaded on first use).

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def model_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", help="NAME.onnx or NAME.safetensors (default: the bundled model)")
+        sp.add_argument("--model", help="a bundled model by name (default, accurate) or NAME.onnx / "
+                        "NAME.safetensors (default: the bundled default model)")
         sp.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
         sp.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
         sp.add_argument("--flip", action="store_true",

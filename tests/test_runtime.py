@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from lightmark import Landmarker
 from lightmark.core import geometry
 from lightmark.core.files import sha256
 from lightmark.core.imaging import to_input
@@ -137,3 +138,35 @@ def test_to_input_is_the_normalisation_formula():
     np.testing.assert_array_equal(to_input(crops[1]), got[1:2])  # one crop without a batch axis
     # A non-contiguous view (every other crop) gives the same numbers as its copy.
     np.testing.assert_array_equal(to_input(crops[::2]), to_input(np.ascontiguousarray(crops[::2])))
+
+
+@pytest.mark.parametrize("name", ["default", "accurate"])
+def test_bundled_models_keep_the_rules(name):
+    # Each bundled model: checksums that match its files, the model rules (one float32
+    # LandmarkModel, <= 15 MB), and both padded graphs answering like the weights they came from.
+    from lightmark.api import BUNDLED_MODELS
+
+    path = BUNDLED_MODELS[name]
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not bundled in this checkout")
+    graphs = [OnnxPredictor(path, channel_multiple=m) for m in (16, 8)]
+    assert graphs[0].onnx_path != graphs[1].onnx_path
+    for f in (path, path.with_suffix(".safetensors"), graphs[1].onnx_path):
+        assert f.stat().st_size <= 15 * 2**20, f
+    crops = np.random.default_rng(3).integers(0, 256, (3, graphs[0].input_size, graphs[0].input_size, 3),
+                                              dtype=np.uint8)
+    want = graphs[0].predict_crops_sets(crops, graphs[0].conventions)
+    got = graphs[1].predict_crops_sets(crops, graphs[0].conventions)
+    for c in graphs[0].conventions:
+        np.testing.assert_allclose(got[c], want[c], atol=2e-3)
+    torch = pytest.importorskip("torch")
+    from lightmark.models import load_model
+    from lightmark.models.checkpoint import check_model_rules
+
+    model, _ = load_model(path.with_suffix(".safetensors"))  # checks the weights' checksum
+    check_model_rules(model, name)
+    with torch.no_grad():
+        lm = Landmarker(model=path.with_suffix(".safetensors"), backend="torch")
+        ref = lm.predictor.predict_crops_sets(crops, graphs[0].conventions)
+    for c in graphs[0].conventions:
+        np.testing.assert_allclose(ref[c], want[c], atol=2e-3)

@@ -20,7 +20,9 @@ Not a timed test: run it by hand, it prints Markdown tables (and writes them wit
   mean absolute error per angle and the mean frame-to-frame change, per frame and tracked, the
   pose fitted to the 3d set (``Face.points_3d``) or to the 2d points.
 * ``speed``: frames/s at one thread tracking the synth clip's one face at 640x480, video decoding
-  excluded (and measured on its own: an mp4v file of the clip read by OpenCV).
+  excluded (and measured on its own: an mp4v file of the clip read by OpenCV); beside it, in the
+  same rounds, MediaPipe's face mesh in video mode and dlib's shape predictor following the face
+  from its previous points, so that the ratio holds whatever the machine's load.
 * ``quality``: ROC AUC of the quality score, faces against background crops and badly shifted
   crops, on AFW (and the threshold's error rates), with the threshold fitted on HELEN train.
 * ``filter``: the One Euro filter alone on synthetic signals: noise reduction and lag on ramps.
@@ -514,7 +516,55 @@ def run_smoothers(lm: Any, n_photos: int, n_frames: int, noise: float, clips: di
 # (c) speed
 
 
-def run_speed(lm: Any, frames: np.ndarray, repeats: int, detect_every: int) -> dict:
+def peer_trackers(peers: dict[str, Any]) -> dict[str, Callable[[np.ndarray], list[float]]]:
+    """Per peer, a function that follows the clip's one face and returns each frame's seconds.
+
+    MediaPipe: its face mesh in video mode (it tracks from its previous answer and runs its
+    detector only when it loses the face). dlib has no tracker: its HOG detector on the first
+    frame, then the shape predictor on the box of the previous frame's 68 points (the cheapest
+    tracker one can build on it).
+    """
+    out: dict[str, Callable[[np.ndarray], list[float]]] = {}
+    if "mediapipe" in peers:
+        mp = peers["mediapipe"][0]
+
+        def mediapipe_clip(frames: np.ndarray) -> list[float]:
+            mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1)
+            try:
+                per = []
+                for fr in frames:
+                    t0 = time.perf_counter()
+                    mesh.process(fr)
+                    per.append(time.perf_counter() - t0)
+                return per
+            finally:
+                mesh.close()
+        out["mediapipe face mesh, video mode"] = mediapipe_clip
+    if "dlib" in peers:
+        det, sp = peers["dlib"]
+
+        def dlib_clip(frames: np.ndarray) -> list[float]:
+            import dlib
+
+            per, rect = [], None
+            for fr in frames:
+                t0 = time.perf_counter()
+                if rect is None:
+                    found = det(fr, 0)
+                    rect = found[0] if len(found) else None
+                if rect is not None:
+                    s = sp(fr, rect)
+                    xs = [p.x for p in s.parts()]
+                    ys = [p.y for p in s.parts()]
+                    rect = dlib.rectangle(min(xs), min(ys), max(xs), max(ys))
+                per.append(time.perf_counter() - t0)
+            return per
+        out["dlib shape predictor from the previous frame's points"] = dlib_clip
+    return out
+
+
+def run_speed(lm: Any, frames: np.ndarray, repeats: int, detect_every: int,
+              peers: Optional[dict[str, Any]] = None) -> dict:
     from lightmark.tracking import FaceTracker
 
     res: dict[str, Any] = {"frames": len(frames), "size": f"{frames.shape[2]}x{frames.shape[1]}",
@@ -522,6 +572,8 @@ def run_speed(lm: Any, frames: np.ndarray, repeats: int, detect_every: int) -> d
     configs = (("raw", False, detect_every), ("smooth", True, detect_every),
                ("smooth_detect_when_needed", True, 0))
     runs: dict[str, list[tuple[float, float, float, list[float], int]]] = {k: [] for k, _, _ in configs}
+    others = peer_trackers(peers or {})
+    peer_runs: dict[str, list[tuple[float, float]]] = {k: [] for k in others}
     # Round by round, every configuration once per round: on a shared machine the load comes and
     # goes, and interleaving lets it hit each configuration alike (the best round is kept).
     for _ in range(repeats):
@@ -536,6 +588,9 @@ def run_speed(lm: Any, frames: np.ndarray, repeats: int, detect_every: int) -> d
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             runs[key].append((wall, cpu, float(np.median([t for t, det in per if not det])),
                               [t for t, det in per if det], tr.detections))
+        for name, follow in others.items():
+            per_peer = follow(frames)
+            peer_runs[name].append((float(np.sum(per_peer)), float(np.median(per_peer[1:]))))
     for key, _, every in configs:
         r = runs[key]
         det_times = r[-1][3]
@@ -545,6 +600,11 @@ def run_speed(lm: Any, frames: np.ndarray, repeats: int, detect_every: int) -> d
                     "ms_tracked_frame_median": 1000 * min(x[2] for x in r),
                     "ms_detection_frame_median": 1000 * float(np.median(det_times)) if det_times else None,
                     "detections": r[-1][4]}
+    # The peers in the same rounds: frames/s over the clip, and the median frame after the first.
+    res["peers"] = {name: {"fps_wall": len(frames) / min(x[0] for x in r),
+                           "fps_wall_median_round": len(frames) / float(np.median([x[0] for x in r])),
+                           "ms_frame_median": 1000 * min(x[1] for x in r)}
+                    for name, r in peer_runs.items()}
     # Decoding, on its own: the clip as an mp4v file read back by OpenCV (BGR -> RGB included).
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "clip.mp4")
@@ -781,6 +841,14 @@ def markdown(res: dict) -> str:
             med = m.get("fps_wall_median_round")
             L.append(f"| {label} | {m['fps_wall']:.0f} | {'n/a' if med is None else f'{med:.0f}'} | {m['fps_cpu']:.0f} | "
                      f"{m['ms_tracked_frame_median']:.2f} | {1000 / m['ms_tracked_frame_median']:.0f} | {det} |")
+        for name, m in s.get("peers", {}).items():
+            L.append(f"| {name} | {m['fps_wall']:.0f} | {m['fps_wall_median_round']:.0f} | | "
+                     f"{m['ms_frame_median']:.2f} | {1000 / m['ms_frame_median']:.0f} | |")
+        if s.get("peers"):
+            ours = 1000 / s["smooth"]["ms_tracked_frame_median"]
+            L.append("\nTracked frames with smoothing against each peer's median frame, same rounds: "
+                     + "; ".join(f"{ours * m['ms_frame_median'] / 1000:.2f}x {name}"
+                                 for name, m in s["peers"].items()) + ".")
         L.append(f"\nDecoding the same clip (mp4v, OpenCV, BGR->RGB), on its own: "
                  f"{s['decode_fps']:.0f} frames/s.\n")
     if "quality" in res:
@@ -874,7 +942,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (OSError, StopIteration):
         pass
     res["machine"] = f"{cpu}, {os.cpu_count()} logical CPUs"
-    peers, notes = load_peers(progress, args.no_peers or not any(s in only for s in ("still", "synth")))
+    peers, notes = load_peers(progress, args.no_peers or not any(s in only for s in ("still", "synth", "speed")))
     res["peers"] = notes
     methods = make_methods(lm, peers)
     if "still" in only:
@@ -893,7 +961,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "smoothers" in only:
         res["smoothers"] = run_smoothers(lm, args.photos, args.frames, args.noise, clips, progress)
     if "speed" in only:
-        res["speed"] = run_speed(lm, clips["motion"][0], args.repeats, args.detect_every)
+        res["speed"] = run_speed(lm, clips["motion"][0], args.repeats, args.detect_every, peers)
     if "quality" in only:
         res["quality"] = run_quality(lm)
     if "filter" in only:

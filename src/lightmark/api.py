@@ -87,7 +87,8 @@ def _resolve_model(model: Optional[PathLike], backend: str) -> tuple[str, Path]:
         elif st_path.is_file():
             backend = "torch"
         else:
-            raise ModelNotFoundError(f"{p}: no such model (looked for {onnx_path.name} and {st_path.name})")
+            raise ModelNotFoundError(f"{p}: no such model (looked for {onnx_path.name} and {st_path.name}; "
+                                     f"bundled models by name: {', '.join(BUNDLED_MODELS)})")
     path = onnx_path if backend == "onnx" else st_path
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: no such {'ONNX' if backend == 'onnx' else 'safetensors'} model file")

@@ -185,7 +185,7 @@ def test_fit_box_mapping_reproduces_the_bundled_fit(detector, shared_data):
 
 def test_mirror_pass_keeps_the_first_pass_and_adds_missed_profiles(detector, shared_data):
     # image03189 of aflw2000_val: a child at -83 degrees of yaw that the network scores 0.28 but
-    # its mirror image near 1 (runs/recall/variants.py measured eight such photos).
+    # its mirror image near 1 (scripts/detector_variants.py lists eight such photos).
     folder = shared_data("aflw2000_val")
     from lightmark.data.readers import open_dataset
 
@@ -198,9 +198,9 @@ def test_mirror_pass_keeps_the_first_pass_and_adds_missed_profiles(detector, sha
     assert box_iou(both[:, :4], truth).max() >= 0.4
     assert np.all(both[:, 4] > 0.7) and np.all(np.diff(both[:, 4]) <= 0)
     # Where the first pass sees a face its box is kept as it is: the mirror pass only adds faces.
-    faces = faces_from(shared_data(AFW), 3)
-    for img, _ in faces:
-        one, two = detector.detect(img), FaceDetector(mirror=True).detect(img)
+    mirrored = FaceDetector(mirror=True)
+    for img, _ in faces_from(shared_data(AFW), 3):
+        one, two = detector.detect(img), mirrored.detect(img)
         for row in one:
             assert np.any(np.all(two == row, axis=1)), (row, two)
 

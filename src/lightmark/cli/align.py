@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lightmark.cli.common import landmarker_from
 from lightmark.cli.predict import _expand_images
 from lightmark.core.errors import CliError
 
@@ -14,7 +15,6 @@ def cmd_align(args: argparse.Namespace) -> int:
     detector's score order) in ``--out``."""
     from PIL import Image
 
-    from lightmark.api import Landmarker
     from lightmark.core.align import DEFAULT_SIZE, AlignError, align_face, check_size
     from lightmark.core.files import atomic_path
     from lightmark.core.imaging import load_image
@@ -27,9 +27,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     paths, scan_errors = _expand_images(args.images)  # an empty folder is reported, the rest go on
     if not paths:
         raise CliError("; ".join(scan_errors))
-    lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
-                    detect_mirror=args.detect_mirror,
-                    score_threshold=args.threshold)
+    lm = landmarker_from(args, score_threshold=args.threshold)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Inputs of the same name from different folders get a number, as in `lightmark predict`.

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from lightmark.cli.common import print_json
+from lightmark.cli.common import landmarker_from, print_json
 from lightmark.core.errors import CliError
 
 
@@ -59,10 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lightmark.evaluate import evaluate, write_report
 
-    from lightmark.api import Landmarker
-
-    landmarker = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
-                            detect_mirror=args.detect_mirror)
+    landmarker = landmarker_from(args)
     predictor = landmarker.predictor
     detector = landmarker if args.boxes == "predict_all" else None
     if args.boxes == "detector":

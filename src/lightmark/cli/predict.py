@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from lightmark.cli.common import print_json
+from lightmark.cli.common import landmarker_from, print_json
 from lightmark.core.imaging import IMAGE_SUFFIXES
 from lightmark.core.errors import CliError
 
@@ -149,8 +149,6 @@ class _Report:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from lightmark.api import Landmarker
-
     paths, scan_errors = _expand_images(args.images)
     _check_json_target(args.json, args.images, paths)
     box = _parse_box(args.box) if args.box else None
@@ -158,9 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CliError("--box applies to a single image; give one image with it")
     if not paths:
         raise CliError("; ".join(scan_errors))
-    lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
-                    detect_mirror=args.detect_mirror,
-                    refine=not args.no_refine, score_threshold=args.threshold)
+    lm = landmarker_from(args, refine=not args.no_refine, score_threshold=args.threshold)
     if args.convention not in lm.conventions:
         raise CliError(f"--convention {args.convention}: {lm.model_path.name} has "
                        f"{', '.join(lm.conventions)} landmarks only")

@@ -4,18 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lightmark.cli.common import landmarker_from
 from lightmark.core.errors import CliError
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from lightmark.api import Landmarker
     from lightmark.video import process_video
 
     if args.every < 0:
         raise CliError(f"--every must be >= 0 (0: detect only when needed), got {args.every}")
-    lm = Landmarker(model=args.model, backend=args.backend, threads=args.threads, flip=args.flip,
-                    detect_mirror=args.detect_mirror,
-                    score_threshold=args.threshold)
+    lm = landmarker_from(args, score_threshold=args.threshold)
     s = process_video(args.input, lm, out=args.out, json_path=args.json, csv_path=args.csv,
                       detect_every=args.every, smooth=not args.no_smooth, fps=args.fps,
                       progress=not args.quiet, max_faces=args.max_faces,

@@ -85,10 +85,11 @@ class FaceDetector:
     wanted, larger (slower, finds smaller faces) for small faces in big photos. Sizes other than
     320x240 run ``version-RFB-anysize.onnx``. docs/SPEED.md has recall and time per setting.
 
-    ``mirror``: also run the network on the mirror image of its input and keep the boxes of both
-    passes (one NMS over the union). The network is not left-right symmetric: it scores many
-    profiles facing one way far lower than their mirror images, so the second pass finds most of
-    the profiles the first misses, for twice the network's time (docs/MODEL_CARD.md, "Detector").
+    ``mirror``: also run the network on the mirror image of its input and add the faces only that
+    pass finds (its boxes that overlap none of the first pass's). The network is not left-right
+    symmetric: it scores many profiles facing one way far lower than their mirror images, so the
+    second pass finds most of the profiles the first misses, for twice the network's time
+    (docs/MODEL_CARD.md, "Detector: the mirror pass").
     """
 
     def __init__(self, model_path: Optional[PathLike] = None, score_threshold: float = 0.7,
@@ -197,7 +198,7 @@ class FaceDetector:
         img = as_image(image)
         hw = self.input_hw_for(img.shape)
         run = self.run_network if hw == self.input_hw else self.run_anysize
-        x = self.preprocess(img, None if hw == self.input_hw else hw)
+        x = self.preprocess(img, hw)
         found = self.postprocess(*run(x), img.shape)
         if not self.mirror:
             return found

@@ -234,6 +234,39 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
     return report
 
 
+def mean_crop_residual(predictor: Predictor, dataset: Any, convention: str = "2d",
+                       batch_size: int = 32) -> tuple[np.ndarray, int]:
+    """Mean of (label - prediction) in crop pixels over every point of every face of ``dataset``,
+    each cropped from its ground-truth landmark box (the training crop): ``(float64 (2,), faces)``.
+
+    What ``codec.offsets`` would have to add for the predictions to be right on average
+    (``scripts/calibrate_offsets.py``). The predictor's own offsets, if any, are already in its
+    answers, so the result is what is still missing.
+    """
+    from lightmark.data.readers import LandmarkDataset, open_dataset, require_68
+
+    if not isinstance(dataset, LandmarkDataset):
+        dataset = open_dataset(dataset)
+    require_68(dataset, "calibrate")
+    if convention not in list(getattr(predictor, "conventions", None) or ["2d"]):
+        raise ConventionError(f"calibrate: the model has no {convention!r} landmarks")
+    if len(dataset) == 0:
+        raise EvaluationError(f"{dataset.name}: no faces to calibrate on")
+    size, total, n = int(predictor.input_size), np.zeros(2), 0
+    for start in range(0, len(dataset), batch_size):
+        crops, labels = [], []
+        for i in range(start, min(start + batch_size, len(dataset))):
+            sample = dataset[i]
+            c, m = geometry.crops_from_boxes(sample.image, geometry.landmark_box(sample.points)[None],
+                                             size, scale=float(predictor.crop_scale))
+            crops.append(c[0])
+            labels.append(geometry.apply_affine(sample.points, m[0]))
+        pred = np.asarray(predictor.predict_crops(np.stack(crops), convention=convention), np.float64)
+        total += (np.stack(labels) - pred).sum(axis=(0, 1))
+        n += len(crops)
+    return total / (n * geometry.NUM_POINTS), n
+
+
 def _json_safe(x: Any) -> Any:
     """NaN/inf -> null (strict JSON), numpy scalars -> Python numbers."""
     if isinstance(x, dict):

@@ -22,6 +22,7 @@ SizeLike = Union[int, tuple[int, int]]
 
 DECODERS = ("subpixel", "argmax")
 HEADS = ("heatmap", "integral", "regression")
+CONVENTIONS = ("2d", "3d")  # config.Convention's values
 
 
 def _hw(size: SizeLike) -> tuple[int, int]:
@@ -259,6 +260,36 @@ def _field(cfg: Any, name: str, default: Any = None) -> Any:
     if isinstance(cfg, dict):
         return cfg.get(name, default)
     return getattr(cfg, name, default)
+
+
+def point_offsets(codec_cfg: Any) -> dict[str, np.ndarray]:
+    """``codec.offsets`` checked: {convention: float32 (2,) crop-pixel shift}; ``{}`` for none.
+
+    ``codec_cfg``: a :class:`~lightmark.config.CodecConfig`, a model JSON's ``codec`` dict or ``None``.
+    Raises :class:`CodecError` for anything but a mapping of known conventions to two finite numbers.
+    """
+    raw = _field(codec_cfg, "offsets", None) or {}
+    if not isinstance(raw, dict):
+        raise CodecError(f"codec.offsets must be a mapping of convention -> [x, y], got {type(raw).__name__}")
+    out = {}
+    for name, xy in raw.items():
+        if name not in CONVENTIONS:
+            raise CodecError(f"codec.offsets: unknown convention {name!r} (known: {', '.join(CONVENTIONS)})")
+        v = np.asarray(xy, dtype=object)
+        if v.shape != (2,) or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                      and np.isfinite(t) for t in v):
+            raise CodecError(f"codec.offsets.{name} must be two finite numbers [x, y], got {xy!r}")
+        out[name] = np.asarray(xy, np.float32)
+    return out
+
+
+def shift_points(points: dict[str, np.ndarray], offsets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each convention's decoded crop points with its :func:`point_offsets` shift added (in place)."""
+    for name, p in points.items():
+        d = offsets.get(name)
+        if d is not None and p.size:
+            p += d
+    return points
 
 
 def decode(output: np.ndarray, model_cfg: Any, codec_cfg: Any = None,

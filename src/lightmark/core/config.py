@@ -68,6 +68,10 @@ class CodecConfig:
     sigma: float = 1.5  # Gaussian width in heatmap pixels
     peak: float = 100.0  # the original write-up scales targets to a peak of 100
     decoder: Decoder = "subpixel"  # "argmax" is the original write-up's
+    # Crop-pixel (x, y) added to the decoded points of a convention, e.g. {"2d": [0.35, 0.0]}: a
+    # calibration of the labels' own habit that a mirror-trained network cannot learn
+    # (scripts/calibrate_offsets.py; docs/MODEL_CARD.md). Empty: none.
+    offsets: dict[Convention, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +163,11 @@ def _check_value(tp: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(where, value, "a mapping")
+        return {_check_value(args[0], k, f"{where} key"): _check_value(args[1], v, f"{where}.{k}")
+                for k, v in value.items()}
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise _type_error(where, value, "a list")

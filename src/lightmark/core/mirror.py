@@ -49,8 +49,14 @@ class MirrorAveraged:
             return c, -1
         return np.concatenate([c, c[:, :, ::-1]]), len(c)
 
-    def _average(self, points: np.ndarray, n: int) -> np.ndarray:
-        return ((points[:n] + mirror_crop_points(points[n:], int(self.inner.input_size))) / 2).astype(np.float32)
+    def _average(self, points: np.ndarray, n: int, convention: str) -> np.ndarray:
+        back = mirror_crop_points(points[n:], int(self.inner.input_size))
+        # The inner predictor added its calibration shift (codec.offsets) in the mirrored crop's
+        # frame; mirrored back, the x part points the other way: turn it round again.
+        d = (getattr(self.inner, "point_offsets", None) or {}).get(convention)
+        if d is not None:
+            back[..., 0] += 2 * d[0]
+        return ((points[:n] + back) / 2).astype(np.float32)
 
     def predict_crops(self, crops: np.ndarray, convention: str = "2d") -> np.ndarray:
         return self.predict_crops_sets(crops, (convention,))[convention]
@@ -58,7 +64,7 @@ class MirrorAveraged:
     def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
         both, n = self._both(crops)
         out = self.inner.predict_crops_sets(both, conventions)
-        return out if n < 0 else {name: self._average(p, n) for name, p in out.items()}
+        return out if n < 0 else {name: self._average(p, n, name) for name, p in out.items()}
 
     def predict_crops_quality(self, crops: np.ndarray, conventions: Sequence[str] = ("2d",)
                               ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
@@ -67,7 +73,7 @@ class MirrorAveraged:
         if n < 0:
             return pts, q
         quality = None if q is None else ((q[:n] + q[n:]) / 2).astype(np.float32)
-        return {name: self._average(p, n) for name, p in pts.items()}, quality
+        return {name: self._average(p, n, name) for name, p in pts.items()}, quality
 
     def predict_crops_raw(self, crops: np.ndarray, decode_points: bool = True, convention: str = "2d"
                           ) -> tuple[Optional[np.ndarray], np.ndarray]:

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
-from lightmark.core.codec import DECODERS, HEADS
-from lightmark.core.errors import ModelFileError
+from lightmark.core.codec import DECODERS, HEADS, point_offsets
+from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.geometry import LANDMARK_CROP_SCALE, NUM_POINTS
 
 PathLike = Union[str, Path]
@@ -96,6 +96,10 @@ def read_meta(json_path: PathLike, require_format: bool = False) -> dict[str, An
     decoder = (codec or {}).get("decoder")
     if decoder is not None and decoder not in DECODERS:
         raise ModelFileError(f"{p}: unknown codec.decoder {decoder!r} (known: {', '.join(DECODERS)})")
+    try:
+        point_offsets(codec)
+    except CodecError as e:
+        raise ModelFileError(f"{p}: {e}") from None
     return meta
 
 

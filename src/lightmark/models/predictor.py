@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightmark.core.codec import check_convention, conventions_of, decode, select_convention
+from lightmark.core.codec import (check_convention, conventions_of, decode, point_offsets, select_convention,
+                                  shift_points)
 from lightmark.core.errors import CodecError, ModelFileError
 from lightmark.core.config import CodecConfig, config_from_dict, model_config_from_dict, to_dict
 from lightmark.core.imaging import to_input
@@ -42,6 +43,8 @@ class TorchPredictor:
         #: The landmark conventions the model outputs ("2d", "3d"), in output order.
         self.conventions: list[str] = conventions_of(self.model_cfg)
         self.crop_scale: float = float(meta["crop_scale"])
+        #: {convention: (x, y)} crop-pixel shift added to decoded points (codec.offsets).
+        self.point_offsets: dict[str, np.ndarray] = point_offsets(self.codec_cfg)
         # Default: stay where the model is, so validating a model mid-training on a GPU neither
         # moves it to the CPU nor copies it.
         if device is None:
@@ -93,7 +96,8 @@ class TorchPredictor:
             return {name: np.zeros((0, self.model_cfg.num_points, 2), np.float32) for name in conventions}, None
         out = self._raw(c)
         maps = {name: select_convention(out, self.model_cfg, name) for name in conventions}
-        return {name: self._decode(m) for name, m in maps.items()}, maps[conventions[0]]
+        return (shift_points({name: self._decode(m) for name, m in maps.items()}, self.point_offsets),
+                maps[conventions[0]])
 
     def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
         """Points of each of ``conventions`` from one pass of the model: {name: (N, K, 2)}."""
@@ -108,7 +112,9 @@ class TorchPredictor:
         if len(c) == 0:
             return np.zeros((0, self.model_cfg.num_points, 2), np.float32), np.zeros((0,), np.float32)
         out = select_convention(self._raw(c), self.model_cfg, convention)
-        return (self._decode(out) if decode_points else None), out
+        if not decode_points:
+            return None, out
+        return shift_points({convention: self._decode(out)}, self.point_offsets)[convention], out
 
     def predict_crops_quality(self, crops: np.ndarray, conventions: Sequence[str] = ("2d",)
                               ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:

@@ -16,8 +16,8 @@ import numpy as np
 
 from lightmark.core.files import sha256
 from lightmark.core.geometry import LANDMARK_CROP_SCALE
-from lightmark.core.codec import (check_convention, conventions_of, decode, moments_to_points,
-                                  select_convention)
+from lightmark.core.codec import (check_convention, conventions_of, decode, moments_to_points, point_offsets,
+                                  select_convention, shift_points)
 from lightmark.core.imaging import to_input
 from lightmark.core.errors import CodecError, ConventionError, ModelFileError
 from lightmark.core.modelfile import model_paths, read_meta
@@ -94,6 +94,9 @@ class OnnxPredictor:
         self.num_points: int = int(self.meta["model"].get("num_points", 68))
         #: The landmark conventions the model outputs ("2d", "3d"), in output order.
         self.conventions: list[str] = conventions_of(self.meta["model"])
+        #: {convention: (x, y)} crop-pixel shift added to decoded points (codec.offsets;
+        #: checked by read_meta).
+        self.point_offsets: dict[str, np.ndarray] = point_offsets(self.meta.get("codec"))
         self._session = make_session(self.onnx_path, threads, "ONNX landmark model")
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]
@@ -205,8 +208,10 @@ class OnnxPredictor:
             # The moments of every set's maps are one small array: one decode for all of them
             # (per set, the numpy calls' fixed cost was most of a tracked frame's decoding).
             every = self._decode(y, True, len(self.conventions))
-            return {name: select_convention(every, model, name) for name in conventions}
-        return {name: self._decode(select_convention(y, model, name)) for name in conventions}
+            pts = {name: select_convention(every, model, name).copy() for name in conventions}
+        else:
+            pts = {name: self._decode(select_convention(y, model, name)) for name in conventions}
+        return shift_points(pts, self.point_offsets)
 
     def predict_crops_sets(self, crops: np.ndarray, conventions: Sequence[str]) -> dict[str, np.ndarray]:
         """Points of each of ``conventions`` from one pass of the network: {name: (N, K, 2)}."""
@@ -239,4 +244,4 @@ class OnnxPredictor:
                                 convention)
         if not decode_points:
             return None, out
-        return self._decode(out), out
+        return shift_points({convention: self._decode(out)}, self.point_offsets)[convention], out

@@ -1,6 +1,6 @@
 """Measure, and optionally store, a model's crop-pixel offset for one convention on a training set.
 
-Usage: python scripts/calibrate_offsets.py MODEL --data FOLDER [--convention 2d] [--write]
+Usage: python scripts/calibrate_offsets.py MODEL --data FOLDER [--convention 2d] [--skip-bad] [--write]
 
 A network trained with mirrored crops can only learn the mirror-symmetric part of where people
 click. 300W's annotators put points a little right of that (docs/MODEL_CARD.md, "Offsets"), so the
@@ -19,6 +19,7 @@ from lightmark.api import Landmarker
 from lightmark.core.errors import LightmarkError
 from lightmark.core.files import write_text
 from lightmark.core.modelfile import model_paths
+from lightmark.data.readers import open_dataset
 from lightmark.evaluate import mean_crop_residual
 
 
@@ -27,12 +28,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("model", help="NAME.json, NAME.onnx or NAME.safetensors")
     ap.add_argument("--data", required=True, help="a labelled training folder")
     ap.add_argument("--convention", default="2d", choices=["2d", "3d"])
+    ap.add_argument("--skip-bad", action="store_true", help="leave out labels the reader refuses")
     ap.add_argument("--write", action="store_true", help="add the residual to codec.offsets")
     args = ap.parse_args(argv)
     try:
         json_path = model_paths(args.model).json
         lm = Landmarker(model=str(json_path.with_suffix(".onnx")), threads=2)
-        residual, n = mean_crop_residual(lm.predictor, args.data, args.convention)
+        data = open_dataset(args.data, skip_bad=args.skip_bad)
+        residual, n = mean_crop_residual(lm.predictor, data, args.convention, skip_bad=args.skip_bad)
     except LightmarkError as e:
         print(f"calibrate_offsets: {e}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ import numpy as np
 from lightmark.core import files, geometry, metrics
 from lightmark.core.geometry import match_detection  # one matching rule for fitting and evaluation
 from lightmark.core.types import Detector, Predictor
-from lightmark.core.errors import ConventionError, EvaluationError
+from lightmark.core.errors import ConventionError, DataError, EvaluationError
 
 PathLike = Union[str, Path]
 #: "gt": the tight box of the labels; "detector": the detector's box through its mapping, one pass;
@@ -235,13 +235,14 @@ def evaluate(predictor: Predictor, dataset: Any, split: str = "all", box_source:
 
 
 def mean_crop_residual(predictor: Predictor, dataset: Any, convention: str = "2d",
-                       batch_size: int = 32) -> tuple[np.ndarray, int]:
+                       batch_size: int = 32, skip_bad: bool = False) -> tuple[np.ndarray, int]:
     """Mean of (label - prediction) in crop pixels over every point of every face of ``dataset``,
     each cropped from its ground-truth landmark box (the training crop): ``(float64 (2,), faces)``.
 
     What ``codec.offsets`` would have to add for the predictions to be right on average
     (``scripts/calibrate_offsets.py``). The predictor's own offsets, if any, are already in its
-    answers, so the result is what is still missing.
+    answers, so the result is what is still missing. ``skip_bad``: leave out the faces whose
+    image or label the reader refuses (else its error, naming the file, ends the run).
     """
     from lightmark.data.readers import LandmarkDataset, open_dataset, require_68
 
@@ -256,14 +257,23 @@ def mean_crop_residual(predictor: Predictor, dataset: Any, convention: str = "2d
     for start in range(0, len(dataset), batch_size):
         crops, labels = [], []
         for i in range(start, min(start + batch_size, len(dataset))):
-            sample = dataset[i]
+            try:
+                sample = dataset[i]
+            except DataError:
+                if not skip_bad:
+                    raise
+                continue
             c, m = geometry.crops_from_boxes(sample.image, geometry.landmark_box(sample.points)[None],
                                              size, scale=float(predictor.crop_scale))
             crops.append(c[0])
             labels.append(geometry.apply_affine(sample.points, m[0]))
+        if not crops:
+            continue
         pred = np.asarray(predictor.predict_crops(np.stack(crops), convention=convention), np.float64)
         total += (np.stack(labels) - pred).sum(axis=(0, 1))
         n += len(crops)
+    if n == 0:
+        raise EvaluationError(f"{dataset.name}: every face was refused by the reader")
     return total / (n * geometry.NUM_POINTS), n
 
 

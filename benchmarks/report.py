@@ -67,7 +67,7 @@ def header_lines(res: dict) -> list[str]:
         f"max_num_faces={mp['max_faces']})` (its short-range face detector, then the 468-vertex mesh), "
         f"turned into the 68 iBUG points by `{mp['map']}` (cross-validated on HELEN train: NME_box "
         f"{mp['map_info']['cv_nme_box_pct']:.2f} %, NME_io {mp['map_info']['cv_nme_io_pct']:.2f} %)",
-        f"- Load: {(res['load_note'] + ' ') if res['load_note'] else ''}During this run other processes used "
+        f"- Load: {(res['load_note'].rstrip('. ') + '. ') if res['load_note'] else ''}During this run other processes used "
         f"on average {_f(ld.get('other_processes_cores_mean'))} of the {ld['cpus']} CPUs (load average "
         f"{ld['loadavg_start'][0]} at start, {ld['loadavg_end'][0]} at end); the run took {ld['wall_s']:.0f} s.",
         "",

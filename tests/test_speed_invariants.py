@@ -8,7 +8,8 @@ the cleaned detector file, so it pinned the landmark path's outputs as they were
 again when the bundled model changed (the two-convention model, 2d points), and when the points
 came to be read from the graph's softmax moments (normalised, centred sums: 2-4x closer to a
 float64 decode than the old float32 soft-argmax; the GT-box points moved by at most 2.7e-4 px,
-refined ones by at most 0.012 px, docs/SPEED.md). Regenerate it only
+refined ones by at most 0.012 px, docs/SPEED.md), and when the model's 2d set got its offset
+(codec.offsets, docs/MODEL_CARD.md). Regenerate it only
 for an intended change of outputs: ``python tests/test_speed_invariants.py --write``.
 
 Tests that need ``../shared`` skip inside the test when it is absent.

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import functools
 
+import typing
 from typing import Any, Optional, Union
 
 import numpy as np
+from lightmark.core.config import Convention
 from lightmark.core.errors import CodecError, ConventionError
 
 SizeLike = Union[int, tuple[int, int]]
 
 DECODERS = ("subpixel", "argmax")
 HEADS = ("heatmap", "integral", "regression")
-CONVENTIONS = ("2d", "3d")  # config.Convention's values
+CONVENTIONS: tuple[str, ...] = typing.get_args(Convention)
 
 
 def _hw(size: SizeLike) -> tuple[int, int]:
@@ -275,9 +277,8 @@ def point_offsets(codec_cfg: Any) -> dict[str, np.ndarray]:
     for name, xy in raw.items():
         if name not in CONVENTIONS:
             raise CodecError(f"codec.offsets: unknown convention {name!r} (known: {', '.join(CONVENTIONS)})")
-        v = np.asarray(xy, dtype=object)
-        if v.shape != (2,) or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
-                                      and np.isfinite(t) for t in v):
+        if not (isinstance(xy, (list, tuple)) and len(xy) == 2
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) and np.isfinite(t) for t in xy)):
             raise CodecError(f"codec.offsets.{name} must be two finite numbers [x, y], got {xy!r}")
         out[name] = np.asarray(xy, np.float32)
     return out

@@ -208,7 +208,7 @@ class OnnxPredictor:
             # The moments of every set's maps are one small array: one decode for all of them
             # (per set, the numpy calls' fixed cost was most of a tracked frame's decoding).
             every = self._decode(y, True, len(self.conventions))
-            pts = {name: select_convention(every, model, name).copy() for name in conventions}
+            pts = {name: select_convention(every, model, name) for name in conventions}
         else:
             pts = {name: self._decode(select_convention(y, model, name)) for name in conventions}
         return shift_points(pts, self.point_offsets)
